@@ -1,0 +1,94 @@
+"""Feed-forward soft-knee compressor with real attack and release.
+
+Design after D. Giannoulis, M. Massberg and J. D. Reiss, "Digital Dynamic Range
+Compressor Design - A Tutorial and Analysis", JAES 60(6), 2012:
+
+1. Level detector: instantaneous peak level in dBFS, linked across channels
+   (the loudest channel drives one gain for all, so the stereo image holds).
+2. Gain computer: the soft-knee static curve (their eq. 4) gives the target gain
+   reduction in dB.
+3. Ballistics, in the dB domain: a peak-hold with exponential release (instant
+   attack) followed by an attack-only smoother.  A level step up reaches 63 % of
+   its final gain reduction after ``attack_ms``; a step down recovers 63 % after
+   ``release_ms``: both knobs are exact one-pole time constants.
+4. Make-up gain.
+
+The two smoothing passes run on torchcomp's ``compressor_core`` (a branching
+one-pole recursion with exact gradients, Yu et al., "Differentiable All-pole
+Filters for Time-varying Audio Systems", DAFx 2024).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+
+with warnings.catch_warnings():
+    # torchlpc falls back to its Numba kernels when its C++ extension is absent; that is fine here.
+    warnings.simplefilter("ignore")
+    from torchcomp import compressor_core
+
+LEVEL_FLOOR_DB = -120.0
+
+
+def time_constant_coefficient(time_ms: torch.Tensor, sample_rate: float) -> torch.Tensor:
+    """One-pole smoothing coefficient for a 63 % (1 - 1/e) time constant of ``time_ms``."""
+    return 1.0 - torch.exp(-1000.0 / (time_ms * sample_rate))
+
+
+def gain_computer(level_db: torch.Tensor, threshold_db, ratio, knee_db) -> torch.Tensor:
+    """Static soft-knee curve: gain change in dB (<= 0) for an input level in dB.
+
+    Below ``threshold - knee/2``: 0 dB.  Above ``threshold + knee/2``: the output
+    rises 1/ratio dB per input dB.  In between, the quadratic interpolation of
+    Giannoulis et al. (eq. 4).  Parameters broadcast against ``level_db``.
+    """
+    over = level_db - threshold_db
+    slope = 1.0 / ratio - 1.0
+    knee = torch.clamp(torch.as_tensor(knee_db, dtype=level_db.dtype, device=level_db.device), min=1e-6)
+    in_knee = slope * (over + knee / 2) ** 2 / (2 * knee)
+    above = slope * over
+    return torch.where(2 * over < -knee, torch.zeros_like(over), torch.where(2 * over > knee, above, in_knee))
+
+
+def compressor(
+    x: torch.Tensor,
+    sample_rate: float,
+    threshold_db,
+    ratio,
+    knee_db,
+    attack_ms,
+    release_ms,
+    makeup_gain_db,
+    return_gain: bool = False,
+):
+    """Compress ``x`` of shape (batch, channels, samples); parameters are (batch,) tensors or floats.
+
+    Returns the compressed signal, and with ``return_gain=True`` also the applied
+    gain in dB (batch, samples), make-up excluded.
+    """
+    batch = x.shape[0]
+
+    def col(v):
+        v = torch.as_tensor(v, dtype=x.dtype, device=x.device)
+        return v.reshape(-1).expand(batch) if v.numel() == 1 else v.reshape(batch)
+
+    threshold_db, ratio, knee_db = col(threshold_db), col(ratio), col(knee_db)
+    attack_ms, release_ms, makeup_gain_db = col(attack_ms), col(release_ms), col(makeup_gain_db)
+
+    peak = x.abs().amax(dim=1)  # linked stereo detector: (batch, samples)
+    level_db = 20 * torch.log10(peak.clamp_min(10 ** (LEVEL_FLOOR_DB / 20)))
+    target_db = gain_computer(level_db, threshold_db[:, None], ratio[:, None], knee_db[:, None])
+
+    attack = time_constant_coefficient(attack_ms, sample_rate)
+    release = time_constant_coefficient(release_ms, sample_rate)
+    instant = torch.ones_like(attack)
+    start = torch.zeros_like(attack)
+    # Pass 1: instant attack, exponential release -> peak hold of the gain reduction.
+    held_db = compressor_core(target_db, start, instant, release)
+    # Pass 2: attack-only smoothing (release coefficient 1 follows recovery as it comes).
+    gain_db = compressor_core(held_db, start, attack, instant)
+
+    y = x * 10 ** ((gain_db + makeup_gain_db[:, None]) / 20).unsqueeze(1)
+    return (y, gain_db) if return_gain else y
