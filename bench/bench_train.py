@@ -1,0 +1,100 @@
+"""Training throughput and encoder inference time on this machine.
+
+    python bench/bench_train.py [--device cpu|cuda] [--pairs 200]
+
+* Training: one epoch over ``--pairs`` five-second crops (batch 8) through the whole
+  differentiable path (encoder -> console -> loss -> backward -> step): pairs/s and
+  seconds per epoch.  Real voice audio (examples/) tiled to length; the "mix" is a
+  fixed console setting.
+* Inference: ``DmstModel.predict`` on a 3-minute vocal (bounded excerpt, see
+  dmst/encoder/features.py), median of 3 after a warm-up.
+Writes bench/results/train_<device>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import soundfile as sf
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import train  # noqa: E402
+from dmst import schema  # noqa: E402
+from dmst.console import render  # noqa: E402
+from dmst.encoder import load_model  # noqa: E402
+from dmst.losses import MixLoss  # noqa: E402
+
+SR = 44100
+
+
+def voice(seconds: float) -> torch.Tensor:
+    clips = [torch.from_numpy(sf.read(f, dtype="float32", always_2d=True)[0].T.copy()).mean(0) for f in sorted((ROOT / "examples").glob("*.wav"))]
+    x = torch.cat(clips)
+    reps = int(seconds * SR) // x.shape[0] + 1
+    return x.repeat(reps)[: int(seconds * SR)]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--pairs", type=int, default=200)
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = load_model("default")
+    encoder = model.encoder.to(device).train()
+    opt = torch.optim.AdamW(encoder.parameters(), lr=1e-4)
+    loss_fn = MixLoss(SR).to(device)
+    long = voice(60.0)
+    target = schema.default_dict()
+    target["compressor"]["ratio"] = 4.0
+    batch = 8
+    crop = 5 * SR
+
+    def step(n):
+        starts = torch.randint(0, long.shape[0] - crop, (n,))
+        raw = torch.stack([long[s:s + crop] for s in starts])[:, None].to(device)
+        with torch.no_grad():
+            mix = render(raw, SR, schema.stack([target] * n, device=device))
+        staging = torch.zeros(n, device=device)
+        loss = loss_fn(train.predict_and_render(encoder, raw, staging), mix)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    step(batch)  # warm-up (JIT, allocator)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for i in range(0, args.pairs, batch):
+        step(min(batch, args.pairs - i))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    epoch_s = time.perf_counter() - t
+
+    model = load_model("default")
+    three_min = voice(180.0)[None]
+    model.predict(three_min[:, : 10 * SR], SR)
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        model.predict(three_min, SR)
+        times.append(time.perf_counter() - t)
+    result = {"device": str(device), "pairs": args.pairs, "crop_seconds": 5, "batch": batch, "epoch_s": round(epoch_s, 2),
+              "pairs_per_s": round(args.pairs / epoch_s, 2), "predict_3min_s": round(statistics.median(times), 3),
+              "torch": torch.__version__, "threads": torch.get_num_threads()}
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"train_{device.type}.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

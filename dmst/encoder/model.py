@@ -1,0 +1,165 @@
+"""A trained dmst model: the encoder plus everything needed to use it safely.
+
+Model files are plain ``torch.save`` dicts of tensors, strings and numbers, so they
+load with ``weights_only=True`` (no code is unpickled).  They record the schema they
+were trained for, the sample rate, library versions and a summary of the training data.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchaudio.functional as AF
+
+from .. import schema
+from ..effects.gain import staging_gain_db
+from .features import SAMPLE_RATE, choose_segments
+from .network import Encoder
+
+FORMAT = "dmst-model"
+FORMAT_VERSION = 1
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "models"
+
+
+class ModelError(ValueError):
+    """A model file that is missing, unreadable or made for another schema."""
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata
+
+    import torchaudio
+
+    try:
+        dmst_version = importlib.metadata.version("dmst")
+    except importlib.metadata.PackageNotFoundError:
+        dmst_version = "unknown"
+    return {"dmst": dmst_version, "torch": torch.__version__, "torchaudio": torchaudio.__version__, "numpy": np.__version__}
+
+
+def atomic_save(obj, path: str | os.PathLike) -> None:
+    """torch.save to a temp file beside ``path``, fsync, then rename: a kill never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def to_mono_44k(audio, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(channels, samples) audio -> (staged mono at 44.1 kHz, staging gain in dB measured on the original)."""
+    x = torch.as_tensor(np.asarray(audio) if not torch.is_tensor(audio) else audio, dtype=torch.float32)
+    if x.dim() == 1:
+        x = x[None]
+    staging_db = staging_gain_db(x[None], sample_rate)[0]
+    mono = x.mean(dim=0)
+    if sample_rate != SAMPLE_RATE:
+        mono = AF.resample(mono, sample_rate, SAMPLE_RATE)
+    return mono * 10 ** (staging_db / 20), staging_db
+
+
+class DmstModel:
+    """An encoder with its name and training metadata; ``predict`` gives console settings."""
+
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self, encoder: Encoder, name: str = "untrained", meta: dict | None = None):
+        self.encoder = encoder.eval()
+        self.name = name
+        self.meta = meta or {}
+
+    @torch.no_grad()
+    def predict_normalized(self, audio, sample_rate: int) -> torch.Tensor:
+        """(channels, samples) audio at any rate -> (P,) normalised settings.
+
+        A long file is analysed on a bounded excerpt (see ``choose_segments``); the
+        segments' embeddings are averaged before the output head.
+        """
+        staged, _ = to_mono_44k(audio, sample_rate)
+        segments = choose_segments(staged)
+        device = next(self.encoder.parameters()).device
+        e = self.encoder.embed(segments.to(device)).mean(dim=0, keepdim=True)
+        return self.encoder.head_from_embedding(e)[0].cpu()
+
+    def predict(self, audio, sample_rate: int) -> dict[str, dict[str, float]]:
+        """(channels, samples) audio (numpy or torch) -> nested settings dict in physical units."""
+        u = self.predict_normalized(audio, sample_rate)
+        return schema.unstack(schema.denormalize(u[None].double()))[0]
+
+    def to(self, device) -> "DmstModel":
+        self.encoder.to(device)
+        return self
+
+    def checkpoint(self, **extra) -> dict:
+        """The model as a weights_only-safe dict."""
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "name": self.name,
+            "config": dict(self.encoder.config),
+            "state_dict": {k: v.detach().cpu() for k, v in self.encoder.state_dict().items()},
+            "schema_version": schema.SCHEMA_VERSION,
+            "schema": [asdict(p) for p in schema.SCHEMA],
+            "sample_rate": SAMPLE_RATE,
+            "versions": versions(),
+            "meta": self.meta,
+            **extra,
+        }
+
+    def save(self, path, **extra) -> None:
+        atomic_save(self.checkpoint(**extra), path)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a dmst checkpoint dict safely (weights_only) with one-line errors."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"model file not found: {path}; pass a model.pt from a training run or 'default'")
+    if path.is_dir():
+        candidate = path / "model.pt"
+        if candidate.exists():
+            path = candidate
+        else:
+            raise ModelError(f"{path} is a folder without model.pt; pass the model file itself")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt file, not a torch file, unsafe pickle...
+        raise ModelError(f"cannot read model file {path}: {str(e).splitlines()[0][:200]}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ModelError(f"{path} is not a dmst model file")
+    keys = [row["group"] + "." + row["name"] for row in ckpt.get("schema", [])]
+    if ckpt.get("schema_version") != schema.SCHEMA_VERSION or tuple(keys) != schema.KEYS:
+        raise ModelError(f"{path} was trained for another parameter schema (version {ckpt.get('schema_version')}); retrain or fine-tune it with this dmst")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict, name: str | None = None) -> DmstModel:
+    encoder = Encoder(**ckpt["config"])
+    encoder.load_state_dict(ckpt["state_dict"])
+    return DmstModel(encoder, name=name or ckpt.get("name", "model"), meta=ckpt.get("meta", {}))
+
+
+def resolve_model_path(name_or_path: str | os.PathLike = "default") -> Path:
+    if str(name_or_path) == "default":
+        return BUNDLED_DIR / "default.pt"
+    return Path(name_or_path)
+
+
+def load_model(name_or_path: str | os.PathLike = "default", device: str = "cpu") -> DmstModel:
+    """Load the bundled model (``"default"``) or a model file / training run folder."""
+    path = resolve_model_path(name_or_path)
+    ckpt = read_checkpoint(path)
+    name = "default" if str(name_or_path) == "default" else ckpt.get("name", path.stem)
+    return model_from_checkpoint(ckpt, name).to(device)

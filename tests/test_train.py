@@ -1,0 +1,103 @@
+"""train.py: learning lowers the loss, resume after a kill is exact, --init starts from the given model."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import soundfile as sf
+import torch
+
+import train
+from dmst import schema
+from dmst.console import render
+from dmst.encoder import load_model, read_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--batch-size", "2", "--crop-seconds", "1.0", "--quiet", "--lr", "3e-3"]
+
+
+def make_pairs(folder: Path) -> Path:
+    """Six real-voice pairs whose 'mix' is a known console setting (brighter, compressed, louder)."""
+    target = schema.default_dict()
+    target["eq"]["presence_gain_db"] = 6.0
+    target["compressor"].update(threshold_db=-30.0, ratio=4.0)
+    target["output"]["gain_db"] = 4.0
+    (folder / "raw").mkdir(parents=True)
+    (folder / "mixed").mkdir()
+    for wav in sorted((ROOT / "examples").glob("*.wav")):
+        x, sr = sf.read(wav, dtype="float32", always_2d=True)
+        half = x.shape[0] // 2
+        for i, part in enumerate((x[:half], x[half:])):
+            raw = torch.from_numpy(part.T.copy())
+            mixed = render(raw[None], sr, schema.stack([target]))[0]
+            sf.write(folder / "raw" / f"{wav.stem}_{i}.wav", part, sr, subtype="FLOAT")
+            sf.write(folder / "mixed" / f"{wav.stem}_{i}.wav", mixed.T.numpy(), sr, subtype="FLOAT")
+    return folder
+
+
+def weights(path):
+    return read_checkpoint(path)["state_dict"] if Path(path).name == "model.pt" else torch.load(path, weights_only=True)["model"]["state_dict"]
+
+
+def test_training_lowers_the_loss(tmp_path):
+    """A few epochs on tiny synthetic pairs end below the untrained model's validation loss."""
+    data = make_pairs(tmp_path / "data")
+    assert train.main(["--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "3", *FAST]) == 0
+    metrics = __import__("json").loads((tmp_path / "run" / "metrics.json").read_text())
+    start = metrics["baselines"]["init_model"]["loss"]
+    best = min(e["val"]["loss"] for e in metrics["epochs"])
+    assert best < 0.8 * start, (start, best)
+    assert len(metrics["epochs"]) == 3 and "raw_input" in metrics["baselines"]
+    ckpt = read_checkpoint(tmp_path / "run" / "model.pt")
+    assert ckpt["versions"]["torch"] == torch.__version__ and ckpt["sample_rate"] == 44100
+    assert ckpt["meta"]["training"]["pairs_usable"] == 6
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
+    """Kill a run (SIGKILL) once its first checkpoint exists; --resume ends with the same weights as a straight run."""
+    data = make_pairs(tmp_path / "data")
+    args = ["--data", str(data), "--epochs", "3", "--seed", "7", *FAST]
+    assert train.main(args + ["--out", str(tmp_path / "straight")]) == 0
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args, "--out", str(killed)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    deadline = time.monotonic() + 120
+    while not (killed / "last.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (killed / "last.pt").exists()
+    done = torch.load(killed / "last.pt", weights_only=True)["epoch"]
+    assert train.main(args + ["--out", str(killed), "--resume"]) == 0
+
+    a, b = weights(tmp_path / "straight" / "last.pt"), weights(killed / "last.pt")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resuming from epoch {done}"
+
+
+def test_init_starts_from_the_given_model(tmp_path):
+    """--init default with a zero learning rate leaves the bundled model's weights untouched."""
+    data = make_pairs(tmp_path / "data")
+    out = tmp_path / "ft"
+    assert train.main(["--data", str(data), "--out", str(out), "--epochs", "1", "--init", "default", *FAST[:-2], "--lr", "0"]) == 0
+    bundled = load_model("default").encoder.state_dict()
+    tuned = weights(out / "model.pt")
+    for k, v in bundled.items():
+        assert torch.equal(v, tuned[k]), k
+
+
+def test_bad_data_folder_is_a_clear_error(tmp_path, capsys):
+    """An empty data folder stops with a one-line message and exit code 2, no traceback."""
+    (tmp_path / "empty").mkdir()
+    try:
+        train.main(["--data", str(tmp_path / "empty"), "--out", str(tmp_path / "run")])
+    except SystemExit as e:
+        assert e.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("dmst train: error:") and "\n" not in err
+    assert not (tmp_path / "run").exists()
