@@ -38,7 +38,7 @@ def versions() -> dict[str, str]:
         dmst_version = importlib.metadata.version("dmst")
     except importlib.metadata.PackageNotFoundError:
         dmst_version = "unknown"
-    return {"dmst": dmst_version, "torch": torch.__version__, "torchaudio": torchaudio.__version__, "numpy": np.__version__}
+    return {"dmst": dmst_version, "torch": str(torch.__version__), "torchaudio": str(torchaudio.__version__), "numpy": str(np.__version__)}
 
 
 def atomic_save(obj, path: str | os.PathLike) -> None:
