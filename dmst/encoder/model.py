@@ -51,6 +51,9 @@ def atomic_save(obj, path: str | os.PathLike) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a model is meant to be shared
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -58,12 +61,17 @@ def atomic_save(obj, path: str | os.PathLike) -> None:
         raise
 
 
-def to_mono_44k(audio, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(channels, samples) audio -> (staged mono at 44.1 kHz, staging gain in dB measured on the original)."""
+def to_mono_44k(audio, sample_rate: int, staging_db=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(channels, samples) audio -> (staged mono at 44.1 kHz, staging gain in dB measured on the original).
+
+    Pass ``staging_db`` when it is already known (the renderer needs it too) to measure once.
+    """
     x = torch.as_tensor(np.asarray(audio) if not torch.is_tensor(audio) else audio, dtype=torch.float32)
     if x.dim() == 1:
         x = x[None]
-    staging_db = staging_gain_db(x[None], sample_rate)[0]
+    if staging_db is None:
+        staging_db = staging_gain_db(x[None], sample_rate)[0]
+    staging_db = torch.as_tensor(staging_db, dtype=torch.float32).reshape(())
     mono = x.mean(dim=0)
     if sample_rate != SAMPLE_RATE:
         mono = AF.resample(mono, sample_rate, SAMPLE_RATE)
@@ -81,21 +89,24 @@ class DmstModel:
         self.meta = meta or {}
 
     @torch.no_grad()
-    def predict_normalized(self, audio, sample_rate: int) -> torch.Tensor:
+    def predict_normalized(self, audio, sample_rate: int, staging_db=None) -> torch.Tensor:
         """(channels, samples) audio at any rate -> (P,) normalised settings.
 
         A long file is analysed on a bounded excerpt (see ``choose_segments``); the
         segments' embeddings are averaged before the output head.
         """
-        staged, _ = to_mono_44k(audio, sample_rate)
+        staged, _ = to_mono_44k(audio, sample_rate, staging_db)
         segments = choose_segments(staged)
         device = next(self.encoder.parameters()).device
         e = self.encoder.embed(segments.to(device)).mean(dim=0, keepdim=True)
         return self.encoder.head_from_embedding(e)[0].cpu()
 
-    def predict(self, audio, sample_rate: int) -> dict[str, dict[str, float]]:
-        """(channels, samples) audio (numpy or torch) -> nested settings dict in physical units."""
-        u = self.predict_normalized(audio, sample_rate)
+    def predict(self, audio, sample_rate: int, staging_db=None) -> dict[str, dict[str, float]]:
+        """(channels, samples) audio (numpy or torch) -> nested settings dict in physical units.
+
+        ``staging_db``: the console's input gain for this file, if already measured.
+        """
+        u = self.predict_normalized(audio, sample_rate, staging_db)
         return schema.unstack(schema.denormalize(u[None].double()))[0]
 
     def to(self, device) -> "DmstModel":

@@ -1,0 +1,585 @@
+"""The ``dmst`` command line: render vocals, print and edit their settings, list presets, plot.
+
+    dmst render vocal.wav -o mixed.wav --preset warm --amount 0.5
+    dmst params vocal.wav > settings.json      # edit it, then:
+    dmst render vocal.wav -o mixed.wav --params settings.json
+    dmst presets
+    dmst plot vocal.wav -o settings.png
+    dmst train ... / dmst fit ...              # handed to train.py / dmst.fit
+
+Every user error (a missing or broken file, an unknown preset, a typo in a settings
+file, an output that would overwrite something) ends with one line on stderr,
+``dmst: error: <what is wrong>; <what to do>``, exit status 2, and nothing written.
+Bugs still raise with a traceback, so they get reported rather than hidden.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import sys
+from pathlib import Path
+
+EXIT_USER_ERROR = 2
+
+
+class CliError(Exception):
+    """A user error found by the command line itself (bad option combination...)."""
+
+
+class UsageError(CliError):
+    """An argparse error, turned into one line instead of usage text plus exit."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+# ---------------------------------------------------------------------------
+# the parser
+# ---------------------------------------------------------------------------
+
+def _settings_options(p: argparse.ArgumentParser, with_params_file: bool = True) -> None:
+    """Options choosing the settings: model, presets, amount, settings file."""
+    p.add_argument("--model", default="default", metavar="M",
+                   help="model file or training run folder ('default': the model bundled with dmst)")
+    p.add_argument("--preset", action="append", default=[], metavar="P",
+                   help="apply a preset on top of the settings (repeat, or separate with commas, to stack in order; "
+                        "see 'dmst presets')")
+    p.add_argument("--amount", type=float, default=1.0, metavar="A",
+                   help="how much of the presets to apply, 0..2 (0: none, 1: as written, 2: twice) [1]")
+    p.add_argument("--presets", action="append", default=[], metavar="FILE.yaml",
+                   help="your own presets file, merged over the built-in ones (same name replaces)")
+    if with_params_file:
+        p.add_argument("--params", metavar="FILE.json",
+                       help="render exactly these settings (from 'dmst params' or --save-params) instead of the model's")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = _Parser(prog="dmst", description="Vocal mixing as readable settings: EQ, compressor and saturation "
+                                              "predicted for your vocal, rendered by a fixed console.")
+    parser.add_argument("--version", action="version", version=f"dmst {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("render", help="mix vocal files", description="Mix vocal files with the model's settings "
+                       "(or a settings file), optionally nudged by presets. Full length, own sample rate and channels.")
+    r.add_argument("inputs", nargs="+", metavar="IN", help="audio files or folders of audio files")
+    r.add_argument("-o", "--output", metavar="OUT", help="output file (one input only); .wav or .flac")
+    r.add_argument("--out-dir", metavar="DIR", help="output folder: each output keeps its input's name")
+    _settings_options(r)
+    r.add_argument("--save-params", metavar="FILE.json", help="also write the settings used (after presets) as JSON")
+    r.add_argument("--sample-rate", type=int, metavar="SR", help="resample the output to SR Hz [the input's rate]")
+    r.add_argument("--format", choices=("wav", "flac"), help="output format [from -o's name, else the input's if "
+                   "wav/flac, else wav]")
+    r.add_argument("--bit-depth", choices=("16", "24", "32f"), default="24", help="16 or 24-bit integer, or 32-bit "
+                   "float (wav only) [24]")
+    r.add_argument("--ceiling", type=float, default=0.0, metavar="DBFS",
+                   help="highest allowed true peak (ITU-R BS.1770, 4x oversampled) in dBFS; a louder output is "
+                        "reported [0.0]")
+    r.add_argument("--limit", action="store_true",
+                   help="turn a file whose true peak exceeds --ceiling down so it peaks exactly at the ceiling: one "
+                        "plain gain change for the whole file (no limiter, so transparent, just quieter); "
+                        "--save-params records it in output.gain_db")
+    r.add_argument("--force", action="store_true", help="overwrite existing outputs (never an input)")
+    r.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("params", help="print the settings for a vocal as JSON",
+                       description="Print the settings the model predicts for a vocal (after presets) as JSON, in "
+                                   "physical units. Edit it and pass it to 'dmst render --params'.")
+    p.add_argument("input", metavar="IN", help="audio file")
+    _settings_options(p, with_params_file=False)
+    p.set_defaults(func=cmd_params)
+
+    s = sub.add_parser("presets", help="list the presets and what they change")
+    s.add_argument("--presets", action="append", default=[], metavar="FILE.yaml",
+                   help="your own presets file, merged over the built-in ones")
+    s.set_defaults(func=cmd_presets)
+
+    g = sub.add_parser("plot", help="draw the settings for a vocal as a PNG",
+                       description="Draw the EQ curve, the compressor and saturation curves and the spectrum before "
+                                   "and after, for the settings the model predicts (or --params).")
+    g.add_argument("input", metavar="IN", help="audio file")
+    _settings_options(g)
+    g.add_argument("-o", "--output", required=True, metavar="FILE.png", help="the PNG to write")
+    g.add_argument("--force", action="store_true", help="overwrite an existing PNG")
+    g.set_defaults(func=cmd_plot)
+
+    # Handed over whole to train.py / dmst.fit (see main); listed here for --help only.
+    sub.add_parser("train", help="train a model (train.py; 'dmst train --help')", add_help=False)
+    sub.add_parser("fit", help="fit settings to a reference mix (dmst.fit; 'dmst fit --help')", add_help=False)
+    return parser
+
+
+# ---------------------------------------------------------------------------
+# shared steps
+# ---------------------------------------------------------------------------
+
+def _preset_names(args) -> list[str]:
+    return [name.strip() for item in args.preset for name in item.split(",") if name.strip()]
+
+
+def _presets(args):
+    """Load presets and check names and amount before any audio work, so mistakes fail fast."""
+    from . import schema
+    from .presets import apply_presets, load_presets
+
+    presets = load_presets(args.presets)
+    names = _preset_names(args)
+    apply_presets(schema.default_dict(), names, args.amount, presets)
+    return presets, names
+
+
+def _read_params_file(path: str):
+    from . import schema
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CliError(f"settings file {path} not found; create one with 'dmst params IN > {path}'") from None
+    except IsADirectoryError:
+        raise CliError(f"settings file {path} is a folder; pass a .json file") from None
+    except UnicodeDecodeError:
+        raise CliError(f"settings file {path} is not UTF-8 text; pass a .json file from 'dmst params'") from None
+    try:
+        return schema.from_json(text)
+    except schema.ParamError as e:
+        raise schema.ParamError(f"settings file {path}: {e}") from None
+
+
+def _load_model(args):
+    from .encoder import load_model
+
+    return load_model(args.model)
+
+
+def _staging_db(audio, sample_rate: int):
+    """The console's measured input gain for one file: measured once, used by the model and the renderer."""
+    import torch
+
+    from .effects.gain import staging_gain_db
+
+    return staging_gain_db(torch.from_numpy(audio)[None], sample_rate)
+
+
+def _settings(model, params, audio, sample_rate, names, amount, presets, staging_db=None):
+    """The settings for one file: the model's (or the given) settings with presets on top."""
+    import torch
+
+    from .presets import apply_presets
+
+    if params is None:
+        params = model.predict(torch.from_numpy(audio), sample_rate, staging_db=None if staging_db is None else staging_db[0])
+    return apply_presets(params, names, amount, presets) if names else params
+
+
+def _render(audio, sample_rate: int, nested, staging_db=None):
+    """(channels, samples) numpy -> rendered (channels, samples) float32 torch tensor."""
+    import torch
+
+    from . import console, schema
+
+    with torch.no_grad():
+        x = torch.from_numpy(audio)[None]
+        return console.render(x, sample_rate, schema.stack([nested]), staging_db=staging_db)[0]
+
+
+def _meta(args, model, names, source: str) -> dict:
+    meta = {"model": model.name if model is not None else None}
+    if getattr(args, "params", None):
+        meta["params_file"] = Path(args.params).name
+    meta.update(presets=names, amount=args.amount, source=source)
+    return meta
+
+
+def _note(message: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(f"dmst: {message}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------
+# dmst render
+# ---------------------------------------------------------------------------
+
+def _expand_inputs(items) -> list[Path]:
+    from .audio_io import AUDIO_EXTENSIONS, find_audio_files
+
+    files: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = find_audio_files(path)
+            if not found:
+                raise CliError(f"folder {path} holds no audio files ({', '.join(AUDIO_EXTENSIONS)}); "
+                               "pass audio files or another folder")
+            files.extend(found)
+        else:
+            files.append(path)  # missing or broken files are reported by read_audio, with the reason
+    return files
+
+
+def _output_format(args, source: Path, output: Path | None) -> str:
+    """--format, else -o's extension, else the input's (if wav or flac), else wav."""
+    if output is not None:
+        ext = output.suffix.lower().lstrip(".")
+        if ext not in ("wav", "flac"):
+            raise CliError(f"output {output} must end in .wav or .flac (dmst writes WAV or FLAC)")
+        if args.format and args.format != ext:
+            raise CliError(f"output {output} does not match --format {args.format}; make them agree")
+        return ext
+    if args.format:
+        return args.format
+    ext = source.suffix.lower().lstrip(".")
+    return ext if ext in ("wav", "flac") else "wav"
+
+
+def _plan_outputs(args, inputs: list[Path]) -> list[tuple[Path, Path, str]]:
+    """(input, output, format) for every input, refusing anything unsafe before work starts."""
+    from .audio_io import check_format, check_output
+
+    if args.output and args.out_dir:
+        raise CliError("give either -o OUT (one input) or --out-dir DIR, not both")
+    if not args.output and not args.out_dir:
+        raise CliError("say where to write: -o OUT for one input, or --out-dir DIR")
+    if args.output and len(inputs) != 1:
+        raise CliError(f"-o takes a single input, got {len(inputs)} files; use --out-dir DIR for several")
+
+    plan = []
+    out_dir = Path(args.out_dir) if args.out_dir else None
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        raise CliError(f"--out-dir {out_dir} is a file, not a folder; choose a folder")
+    for source in inputs:
+        output = Path(args.output) if args.output else None
+        fmt = _output_format(args, source, output)
+        check_format(fmt, args.bit_depth)
+        if output is None:
+            output = out_dir / f"{source.stem}.{fmt}"
+        plan.append((source, output, fmt))
+
+    seen = {}
+    for source, output, _ in plan:
+        key = output.resolve()
+        if key in seen:
+            raise CliError(f"{seen[key]} and {source} would both be written to {output}; render them to different folders")
+        seen[key] = source
+        if out_dir is not None and not out_dir.exists():
+            _check_creatable(out_dir)  # the folder is made only once everything checks out
+        else:
+            check_output(output, inputs, args.force)
+    return plan
+
+
+def _check_creatable(folder: Path) -> None:
+    import os
+
+    ancestor = next((a for a in folder.parents if a.exists()), Path("."))
+    if not ancestor.is_dir():
+        raise CliError(f"cannot create output folder {folder}: {ancestor} is a file; choose another folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise CliError(f"cannot create output folder {folder}: {ancestor} is not writable; choose another folder")
+
+
+def _true_peak_guard(args, y, sample_rate: int, output: Path):
+    """Report (or with --limit, remove) a true peak above --ceiling; returns (audio, gain change in dB)."""
+    from .audio_io import true_peak_dbfs
+
+    peak = true_peak_dbfs(y, sample_rate)
+    if not peak > args.ceiling:
+        return y, 0.0
+    excess = peak - args.ceiling
+    if args.limit:
+        _note(f"{output.name}: true peak {peak:+.2f} dBTP, turned down {excess:.2f} dB to the {args.ceiling:+.1f} dBFS "
+              "ceiling (--limit)")
+        return y * 10 ** (-excess / 20), -excess
+    _note(f"warning: {output.name} has a true peak of {peak:+.2f} dBTP, {excess:.2f} dB above the "
+          f"{args.ceiling:+.1f} dBFS ceiling, so it may clip; use --limit, or lower output.gain_db by "
+          f"{math.ceil(excess * 10) / 10:.1f} dB (dmst params, edit, render --params)")
+    return y, 0.0
+
+
+def cmd_render(args) -> int:
+    import torchaudio.functional as AF
+    from tqdm import tqdm
+
+    from . import schema
+    from .audio_io import check_input, check_output, read_audio, write_audio, write_bytes
+
+    if args.sample_rate is not None and not 8000 <= args.sample_rate <= 384000:
+        raise CliError(f"--sample-rate {args.sample_rate} is out of range; use 8000 to 384000 Hz")
+    if not (math.isfinite(args.ceiling) and -24.0 <= args.ceiling <= 0.0):
+        raise CliError(f"--ceiling {args.ceiling:g} is out of range; use -24 to 0 dBFS (e.g. -1 for streaming)")
+    presets, names = _presets(args)
+    params = _read_params_file(args.params) if args.params else None
+    inputs = _expand_inputs(args.inputs)
+    for source in inputs:  # headers first: a wrong input is the first thing to report
+        check_input(source)
+    plan = _plan_outputs(args, inputs)
+    if args.save_params:
+        if len(inputs) != 1:
+            raise CliError(f"--save-params takes a single input, got {len(inputs)} files; render them one by one")
+        if Path(args.save_params).resolve() == plan[0][1].resolve():
+            raise CliError("--save-params and the audio output are the same file; choose another name")
+        check_output(args.save_params, inputs + ([Path(args.params)] if args.params else []), args.force)
+
+    # Read every input before writing anything: a broken file stops the run with nothing written.
+    first = read_audio(inputs[0])
+    for source in inputs[1:]:
+        read_audio(source)
+    model = _load_model(args) if params is None else None
+    if args.out_dir:
+        Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+
+    for i, (source, output, fmt) in enumerate(tqdm(plan, desc="dmst render", unit="file", file=sys.stderr,
+                                                    disable=None, leave=False)):
+        audio, sample_rate, _ = first if i == 0 else read_audio(source)
+        staging_db = _staging_db(audio, sample_rate)
+        nested = _settings(model, params, audio, sample_rate, names, args.amount, presets, staging_db)
+        y = _render(audio, sample_rate, nested, staging_db)
+        out_rate = args.sample_rate or sample_rate
+        if out_rate != sample_rate:
+            y = AF.resample(y, sample_rate, out_rate, lowpass_filter_width=64, rolloff=0.9475937167399596,
+                            resampling_method="sinc_interp_kaiser", beta=14.769656459379492)
+        y, limit_db = _true_peak_guard(args, y, out_rate, output)
+        write_audio(output, y, out_rate, format=fmt, bit_depth=args.bit_depth, inputs=inputs, force=args.force)
+        if args.save_params:
+            saved = {g: dict(v) for g, v in nested.items()}
+            if limit_db:  # the --limit gain is part of what was rendered: keep the file reproducible
+                lo = schema.BY_KEY["output.gain_db"].minimum
+                saved["output"]["gain_db"] = max(lo, saved["output"]["gain_db"] + limit_db)
+            meta = _meta(args, model, names, source.name)
+            if limit_db:
+                meta["limit_db"] = limit_db
+            text = schema.to_json(saved, **meta) + "\n"
+            write_bytes(args.save_params, text.encode("utf-8"), inputs=inputs, force=args.force)
+        _note(f"wrote {output}")
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# dmst params / presets
+# ---------------------------------------------------------------------------
+
+def cmd_params(args) -> int:
+    from . import schema
+    from .audio_io import read_audio
+
+    presets, names = _presets(args)
+    audio, sample_rate, _ = read_audio(args.input)
+    model = _load_model(args)
+    nested = _settings(model, None, audio, sample_rate, names, args.amount, presets)
+    sys.stdout.write(schema.to_json(nested, **_meta(args, model, names, Path(args.input).name)) + "\n")
+    return 0
+
+
+def cmd_presets(args) -> int:
+    from .presets import describe_preset, load_presets
+
+    presets = load_presets(args.presets)
+    lines = []
+    for name, preset in presets.items():
+        origin = "" if preset.source == "built-in" else f"  [{preset.source}]"
+        lines.append(f"{name}: {preset.description}{origin}")
+        lines.extend(f"    {line}" for line in describe_preset(preset).splitlines())
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# dmst plot
+# ---------------------------------------------------------------------------
+
+def _average_spectrum_db(x, sample_rate: int, n_fft: int = 4096):
+    """Mean power spectrum (dB) of (channels, samples) audio, channels summed to mono; with its frequencies."""
+    import torch
+
+    mono = x.mean(dim=0)
+    if mono.shape[-1] < n_fft:
+        mono = torch.nn.functional.pad(mono, (0, n_fft - mono.shape[-1]))
+    spec = torch.stft(mono, n_fft, hop_length=n_fft // 2, window=torch.hann_window(n_fft), return_complex=True)
+    power = spec.abs().pow(2).mean(dim=-1)
+    freqs = torch.fft.rfftfreq(n_fft, 1 / sample_rate)
+    return freqs.numpy(), (10 * torch.log10(power + 1e-12)).numpy()
+
+
+def draw_settings(nested, sample_rate: int, before=None, after=None):
+    """A matplotlib figure of the settings (and spectra of ``before``/``after`` audio when given)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import torch
+
+    from .effects.saturation import CEILING, MAX_BIAS
+    from .effects.compressor import gain_computer
+    from .effects.eq import eq_sos, sos_frequency_response
+
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
+    (ax_eq, ax_comp), (ax_sat, ax_spec) = axes
+
+    # EQ magnitude response.
+    n_fft = 2**16
+    sos = eq_sos(sample_rate, **nested["eq"])
+    h = sos_frequency_response(sos, n_fft)[0]
+    freqs = np.fft.rfftfreq(n_fft, 1 / sample_rate)
+    mag = 20 * np.log10(np.maximum(h.abs().numpy(), 1e-12))
+    band = freqs >= 10
+    ax_eq.semilogx(freqs[band], mag[band], color="C0")
+    ax_eq.axhline(0, color="0.6", lw=0.8)
+    # Frame the musical range: the filters' slopes run off towards -inf at the edges.
+    audible = (freqs >= 20) & (freqs <= min(20000, 0.45 * sample_rate))
+    ax_eq.set(title="EQ", xlabel="frequency (Hz)", ylabel="gain (dB)", xlim=(10, sample_rate / 2),
+              ylim=(max(-36, min(-15, mag[audible].min() - 3)), max(15, mag[audible].max() + 3)))
+    ax_eq.grid(True, which="both", alpha=0.3)
+
+    # Compressor static curve (level at the compressor, i.e. after gain staging and EQ).
+    c = nested["compressor"]
+    level = torch.linspace(-80, 6, 500, dtype=torch.float64)
+    out = level + gain_computer(level, c["threshold_db"], c["ratio"], c["knee_db"]) + c["makeup_gain_db"]
+    ax_comp.plot(level, level, color="0.6", lw=0.8, ls="--", label="1:1")
+    ax_comp.plot(level, out, color="C1", label=f"ratio {c['ratio']:.2g}:1, make-up {c['makeup_gain_db']:+.1f} dB")
+    ax_comp.axvline(c["threshold_db"], color="C3", lw=1, label=f"threshold {c['threshold_db']:.1f} dBFS")
+    ax_comp.axvspan(c["threshold_db"] - c["knee_db"] / 2, c["threshold_db"] + c["knee_db"] / 2, color="C3", alpha=0.12,
+                    label=f"knee {c['knee_db']:.1f} dB")
+    ax_comp.set(title=f"Compressor (attack {c['attack_ms']:.3g} ms, release {c['release_ms']:.3g} ms)",
+                xlabel="input peak level (dBFS)", ylabel="output level (dBFS)", xlim=(-80, 6))
+    ax_comp.legend(loc="upper left", fontsize=8)
+    ax_comp.grid(True, alpha=0.3)
+
+    # Saturation curve: tanh(g*x/C + b) - tanh(b), normalised to unit slope at 0 (the effect
+    # matches the wet level to the dry one, so only the shape matters), then mixed with dry.
+    s = nested["saturation"]
+    x = np.linspace(-2, 2, 801)
+    g, b = 10 ** (s["drive_db"] / 20), MAX_BIAS * s["asymmetry"]
+    wet = np.tanh(g * x / CEILING + b) - np.tanh(b)
+    wet /= g / CEILING * (1 - np.tanh(b) ** 2)
+    y = (1 - s["mix"]) * x + s["mix"] * wet
+    ax_sat.plot(x, x, color="0.6", lw=0.8, ls="--", label="linear")
+    ax_sat.plot(x, y, color="C2", label=f"drive {s['drive_db']:.1f} dB, asymmetry {s['asymmetry']:.2f}, "
+                                        f"mix {s['mix']:.2f}")
+    ax_sat.axvspan(-1, 1, color="0.5", alpha=0.08, label="full scale")
+    ax_sat.set(title="Saturation (unit gain at 0)", xlabel="input (x full scale)", ylabel="output", xlim=(-2, 2))
+    ax_sat.legend(loc="upper left", fontsize=8)
+    ax_sat.grid(True, alpha=0.3)
+
+    # Average spectra of the vocal before and after.
+    if before is not None:
+        for audio, label, color in ((before, "before", "0.5"), (after, "after", "C0")):
+            f, p = _average_spectrum_db(audio, sample_rate)
+            keep = f >= 20
+            ax_spec.semilogx(f[keep], p[keep], color=color, label=label)
+        ax_spec.set(xlim=(20, sample_rate / 2))
+        ax_spec.legend(loc="lower left", fontsize=8)
+    ax_spec.set(title="Average spectrum", xlabel="frequency (Hz)", ylabel="power (dB)")
+    ax_spec.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def cmd_plot(args) -> int:
+    import torch
+
+    from .audio_io import check_output, read_audio, write_bytes
+
+    try:
+        import matplotlib  # noqa: F401  (optional dependency)
+    except ImportError:
+        raise CliError('dmst plot needs matplotlib; install it with: pip install "dmst[plot]"') from None
+    output = Path(args.output)
+    if output.suffix.lower() != ".png":
+        raise CliError(f"dmst plot writes PNG images; name the output {output.with_suffix('.png').name}")
+    presets, names = _presets(args)
+    params = _read_params_file(args.params) if args.params else None
+    check_output(output, [args.input], args.force)
+    audio, sample_rate, _ = read_audio(args.input)
+    model = _load_model(args) if params is None else None
+    nested = _settings(model, params, audio, sample_rate, names, args.amount, presets)
+    after = _render(audio, sample_rate, nested)
+    fig = draw_settings(nested, sample_rate, torch.from_numpy(audio), after)
+    title = Path(args.input).name + (f"  (presets: {', '.join(names)} x{args.amount:g})" if names else "")
+    fig.suptitle(title, y=1.0)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    write_bytes(output, buffer.getvalue(), inputs=[args.input], force=args.force)
+    _note(f"wrote {output}")
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# dmst train / fit: hand the rest of the command line to their own parsers
+# ---------------------------------------------------------------------------
+
+def _passthrough(command: str, rest: list[str]) -> int:
+    try:
+        if command == "train":
+            import train
+
+            entry = train.main
+        else:
+            from .fit import main as entry
+    except ImportError as e:
+        raise CliError(f"'dmst {command}' is not available here ({e}); run it from the dmst project folder") from None
+    result = entry(rest)
+    return result if isinstance(result, int) else 0
+
+
+# ---------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The error classes that mean 'the user asked for something impossible', not 'dmst has a bug'."""
+    from .audio_io import AudioFileError
+    from .console import AudioError
+    from .presets import PresetError
+    from .schema import ParamError
+
+    errors = [CliError, ParamError, PresetError, AudioFileError, AudioError, OSError]
+    try:
+        from .encoder import ModelError
+
+        errors.append(ModelError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def _message(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        where = f" ({e.filename})" if e.filename else ""
+        text = f"{e.strerror}{where}; check the path and its permissions"
+    else:
+        text = str(e) or type(e).__name__
+    return " ".join(text.split())  # always one line
+
+
+def main(argv=None) -> int:
+    """Run the dmst command line; returns the exit status (0 ok, 2 user error)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] in ("train", "fit"):
+            return _passthrough(argv[0], argv[1:])
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as e:  # --help / --version
+            return e.code if isinstance(e.code, int) else 0
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("dmst: interrupted; outputs already finished are complete, nothing half-written was left",
+              file=sys.stderr)
+        return 130
+    except Exception as e:
+        if not isinstance(e, _user_errors()):
+            raise
+        print(f"dmst: error: {_message(e)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

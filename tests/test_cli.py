@@ -1,0 +1,377 @@
+"""The dmst command line: settings round-trip through JSON, files keep their format, and every
+user mistake ends in one line on stderr with nothing written or changed."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import dmst
+from dmst import schema
+from dmst.audio_io import MIN_SAMPLES, true_peak_dbfs
+from dmst.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "and_its_all.wav"
+SHIPPED = ["modern_clean", "aggressive", "smooth", "bright", "warm", "punchy"]
+
+
+# ---------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def vocal():
+    """1.4 s of a real vocal: (channels, samples) float32 at 44.1 kHz (short keeps the tests fast)."""
+    audio, sr = sf.read(EXAMPLE, dtype="float32", always_2d=True)
+    return np.ascontiguousarray(audio[sr // 2: sr // 2 + int(1.4 * sr)].T), sr
+
+
+@pytest.fixture()
+def mono(tmp_path, vocal):
+    path = tmp_path / "vocal.wav"
+    sf.write(path, vocal[0].T, vocal[1], subtype="PCM_24")
+    return path
+
+
+@pytest.fixture()
+def neutral(tmp_path):
+    """A settings file with the schema defaults: renders without running the model."""
+    path = tmp_path / "neutral.json"
+    path.write_text(schema.to_json(schema.default_dict()))
+    return path
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def snapshot(folder: Path) -> dict:
+    """Every file and folder under ``folder`` with its mode, size, mtime and content hash."""
+    state = {}
+    for path in sorted(folder.rglob("*")):
+        st = path.lstat()
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
+        state[str(path.relative_to(folder))] = (st.st_mode, st.st_size, st.st_mtime_ns, digest)
+    return state
+
+
+def assert_one_line_error(code, err, *needles):
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("dmst: error: "), err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
+
+
+# ---------------------------------------------------------------------------
+# settings as JSON
+# ---------------------------------------------------------------------------
+
+def test_params_json_renders_exactly_like_the_model(capsys, tmp_path, mono):
+    code, out, err = run(capsys, "params", mono)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["schema_version"] == schema.SCHEMA_VERSION
+    assert doc["meta"]["model"] == "default" and doc["meta"]["source"] == "vocal.wav"
+    assert list(doc)[2:] == list(schema.GROUPS)
+    assert [f"{g}.{n}" for g in schema.GROUPS for n in doc[g]] == list(schema.KEYS)
+    settings = tmp_path / "settings.json"
+    settings.write_text(out)
+
+    direct, via_json = tmp_path / "direct.wav", tmp_path / "via_json.wav"
+    assert run(capsys, "render", mono, "-o", direct, "--bit-depth", "32f")[0] == 0
+    assert run(capsys, "render", mono, "-o", via_json, "--bit-depth", "32f", "--params", settings)[0] == 0
+    a, sr_a = sf.read(direct, dtype="float32")
+    b, sr_b = sf.read(via_json, dtype="float32")
+    assert sr_a == sr_b == 44100 and a.shape == b.shape
+    assert np.max(np.abs(a - b)) <= 1e-6
+    assert np.max(np.abs(a)) > 1e-3  # not silence
+
+
+def test_params_with_presets_and_save_params_agree(capsys, tmp_path, mono):
+    code, out, err = run(capsys, "params", mono, "--preset", "warm", "--preset", "bright", "--amount", "0.5")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["meta"]["presets"] == ["warm", "bright"] and doc["meta"]["amount"] == 0.5
+    assert schema.from_json(out)["eq"]["high_shelf_freq_hz"] != pytest.approx(10000.0)  # half way only
+    saved = tmp_path / "saved.json"
+    code, _, err = run(capsys, "render", mono, "-o", tmp_path / "out.wav", "--preset", "warm,bright",
+                       "--amount", "0.5", "--save-params", saved)
+    assert code == 0, err
+    assert schema.from_json(saved.read_text()) == schema.from_json(out)
+
+
+@pytest.mark.parametrize("edit, needles", [
+    (lambda d: d["compressor"].update(ratoi=d["compressor"].pop("ratio")), ["compressor.ratoi", "ratio, knee_db"]),
+    (lambda d: d["compressor"].update(ratio=50), ["compressor.ratio", "50", "between 1 and 20"]),
+    (lambda d: d["eq"].update(low_shelf_gain_db="loud"), ["eq.low_shelf_gain_db", "number"]),
+    (lambda d: d.update(reverb={"mix": 1}), ["'reverb'", "eq, compressor, saturation, output"]),
+    (lambda d: d["saturation"].pop("mix"), ["saturation.mix", "missing"]),
+    (lambda d: d.update(schema_version=99), ["schema_version", "99"]),
+])
+def test_hand_edited_json_mistakes_are_refused(capsys, tmp_path, mono, edit, needles):
+    doc = json.loads(schema.to_json(schema.default_dict(), model="default"))
+    edit(doc)
+    settings = tmp_path / "edited.json"
+    settings.write_text(json.dumps(doc, indent=2))
+    before = snapshot(tmp_path)
+    code, out, err = run(capsys, "render", mono, "-o", tmp_path / "out.wav", "--params", settings)
+    assert_one_line_error(code, err, "edited.json", *needles)
+    assert snapshot(tmp_path) == before
+
+
+def test_broken_json_names_the_line(capsys, tmp_path, mono):
+    settings = tmp_path / "broken.json"
+    settings.write_text('{"eq": {"mid_q": 1.0,}}')
+    code, _, err = run(capsys, "render", mono, "-o", tmp_path / "out.wav", "--params", settings)
+    assert_one_line_error(code, err, "broken.json", "not valid JSON", "line 1")
+
+
+# ---------------------------------------------------------------------------
+# files in, files out
+# ---------------------------------------------------------------------------
+
+def test_stereo_48k_stays_stereo_48k_full_length(capsys, tmp_path, vocal, neutral):
+    audio, _ = vocal
+    stereo = np.stack([audio[0], 0.5 * audio[0][::-1]])  # two different channels
+    source = tmp_path / "duet.flac"
+    sf.write(source, stereo.T, 48000, subtype="PCM_24")
+    code, _, err = run(capsys, "render", source, "--out-dir", tmp_path / "out", "--preset", "punchy")
+    assert code == 0, err
+    info = sf.info(tmp_path / "out" / "duet.flac")  # format follows the input
+    assert (info.channels, info.samplerate, info.frames) == (2, 48000, stereo.shape[1])
+    assert info.subtype == "PCM_24"
+    left, right = sf.read(tmp_path / "out" / "duet.flac", dtype="float32")[0].T
+    assert not np.allclose(left, right)
+
+    code, _, err = run(capsys, "render", source, "-o", tmp_path / "resampled.wav", "--sample-rate", "44100",
+                       "--bit-depth", "16", "--params", neutral)
+    assert code == 0, err
+    info = sf.info(tmp_path / "resampled.wav")
+    assert (info.channels, info.samplerate, info.subtype) == (2, 44100, "PCM_16")
+    assert info.frames == pytest.approx(stereo.shape[1] * 44100 / 48000, abs=1)
+
+
+def test_out_dir_keeps_names_and_folders_are_expanded_sorted(capsys, tmp_path, vocal, neutral):
+    audio, sr = vocal
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    sf.write(songs / "b_take.wav", audio[:, : sr // 2].T, sr)
+    sf.write(songs / "a_take.flac", audio[:, : sr // 4].T, sr)
+    (songs / "notes.txt").write_text("not audio, not collected")
+    code, _, err = run(capsys, "render", songs, "--out-dir", tmp_path / "mixed", "--params", neutral)
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "mixed").iterdir()) == ["a_take.flac", "b_take.wav"]
+    assert sf.info(tmp_path / "mixed" / "a_take.flac").frames == sr // 4
+    assert sf.info(tmp_path / "mixed" / "b_take.wav").frames == sr // 2
+    # --format overrides the inputs' formats.
+    code, _, err = run(capsys, "render", songs, "--out-dir", tmp_path / "flacs", "--format", "flac", "--params",
+                       neutral)
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "flacs").iterdir()) == ["a_take.flac", "b_take.flac"]
+
+
+def test_existing_output_needs_force(capsys, tmp_path, mono, neutral):
+    out = tmp_path / "out.wav"
+    out.write_bytes(b"precious")
+    before = snapshot(tmp_path)
+    code, _, err = run(capsys, "render", mono, "-o", out)
+    assert_one_line_error(code, err, "out.wav", "already exists", "--force")
+    assert snapshot(tmp_path) == before
+    code, _, err = run(capsys, "render", mono, "-o", out, "--force", "--params", neutral)
+    assert code == 0, err
+    assert sf.info(out).frames == sf.info(mono).frames
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp files left
+
+
+def test_true_peak_warning_and_limit(capsys, tmp_path, mono):
+    loud = schema.default_dict()
+    loud["output"]["gain_db"] = 24.0
+    settings = tmp_path / "loud.json"
+    settings.write_text(schema.to_json(loud))
+    code, _, err = run(capsys, "render", mono, "-o", tmp_path / "hot.wav", "--params", settings, "--bit-depth", "32f")
+    assert code == 0
+    warning = [line for line in err.splitlines() if line.startswith("dmst: warning:")]
+    assert len(warning) == 1 and "true peak" in warning[0] and "--limit" in warning[0] and "output.gain_db" in warning[0]
+
+    saved = tmp_path / "limited.json"
+    code, _, err = run(capsys, "render", mono, "-o", tmp_path / "limited.wav", "--params", settings, "--bit-depth",
+                       "32f", "--limit", "--ceiling", "-1", "--save-params", saved)
+    assert code == 0, err
+    assert "dmst: warning:" not in err
+    y, sr = sf.read(tmp_path / "limited.wav", dtype="float32", always_2d=True)
+    assert true_peak_dbfs(y.T, sr) == pytest.approx(-1.0, abs=0.01)
+    hot, _ = sf.read(tmp_path / "hot.wav", dtype="float32", always_2d=True)
+    ratio = y[np.abs(hot) > 0.1] / hot[np.abs(hot) > 0.1]
+    assert np.ptp(ratio) < 1e-4  # one gain for the whole file: nothing else changed
+    # The saved settings include the gain change, so they reproduce the file.
+    gain = json.loads(saved.read_text())["output"]["gain_db"]
+    assert gain == pytest.approx(24.0 + 20 * np.log10(ratio.mean()), abs=1e-3)
+
+
+def test_presets_command_lists_every_preset(capsys, tmp_path):
+    code, out, err = run(capsys, "presets")
+    assert code == 0, err
+    listed = [line.split(":")[0] for line in out.splitlines() if not line.startswith(" ")]
+    assert listed[: len(SHIPPED)] == SHIPPED or set(SHIPPED) <= set(listed)
+    assert "compressor.ratio x0.75" in out
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("shout:\n  description: Loud\n  output:\n    gain_db: {add: 6}\n")
+    code, out, err = run(capsys, "presets", "--presets", mine)
+    assert code == 0 and "shout: Loud" in out and "output.gain_db +6 dB" in out
+
+
+def test_plot_writes_a_png(capsys, tmp_path, mono):
+    png = tmp_path / "settings.png"
+    code, _, err = run(capsys, "plot", mono, "-o", png, "--preset", "warm")
+    assert code == 0, err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    before = snapshot(tmp_path)
+    code, _, err = run(capsys, "plot", mono, "-o", png)
+    assert_one_line_error(code, err, "already exists")
+    assert snapshot(tmp_path) == before
+
+
+def test_python_api_render_keeps_type_and_shape(vocal):
+    audio, sr = vocal
+    settings = schema.default_dict()
+    y = dmst.render(audio, sr, settings)
+    assert isinstance(y, np.ndarray) and y.shape == audio.shape and y.dtype == np.float32
+    t = dmst.render(torch.from_numpy(audio), sr, settings)
+    assert torch.is_tensor(t) and t.shape == audio.shape
+    assert np.max(np.abs(t.numpy() - y)) < 1e-6
+    settings["compressor"]["ratio"] = 0.5
+    with pytest.raises(schema.ParamError, match="compressor.ratio"):
+        dmst.render(audio, sr, settings)
+
+
+# ---------------------------------------------------------------------------
+# the bad-input matrix: one line on stderr, exit != 0, nothing written or changed
+# ---------------------------------------------------------------------------
+
+def _bad_input(kind: str, tmp: Path, good: Path):
+    """(argv, words the message must contain) for one kind of user mistake."""
+    out = tmp / "out.wav"
+    if kind == "missing file":
+        return ["render", tmp / "nope.wav", "-o", out], ["nope.wav", "not found"]
+    if kind == "directory (params)":
+        (tmp / "folder.wav").mkdir()
+        return ["params", tmp / "folder.wav"], ["folder.wav", "folder"]
+    if kind == "folder without audio":
+        (tmp / "empty_folder").mkdir()
+        return ["render", tmp / "empty_folder", "--out-dir", tmp / "o"], ["empty_folder", "no audio files"]
+    if kind == "text file named .wav":
+        (tmp / "notes.wav").write_text("these are lyrics, not audio\n" * 20)
+        return ["render", tmp / "notes.wav", "-o", out], ["notes.wav", "not an audio file"]
+    if kind == "0-byte file":
+        (tmp / "empty.wav").write_bytes(b"")
+        return ["render", tmp / "empty.wav", "-o", out], ["empty.wav", "empty"]
+    if kind == "WAV with zero frames":
+        sf.write(tmp / "zero.wav", np.zeros((0, 1), np.float32), 44100)
+        return ["render", tmp / "zero.wav", "-o", out], ["zero.wav", "0 frames"]
+    if kind == "1-sample WAV":
+        sf.write(tmp / "one.wav", np.zeros((1, 1), np.float32), 44100)
+        return ["render", tmp / "one.wav", "-o", out], ["one.wav", "too short", str(MIN_SAMPLES)]
+    if kind == "NaN samples":
+        x = np.full((4096, 1), 0.1, np.float32)
+        x[1000] = np.nan
+        sf.write(tmp / "nan.wav", x, 44100, subtype="FLOAT")
+        return ["render", tmp / "nan.wav", "-o", out], ["nan.wav", "NaN"]
+    if kind == "unknown preset":
+        return ["render", good, "-o", out, "--preset", "wram"], ["'wram'", ", ".join(SHIPPED)]
+    if kind == "amount out of range":
+        return ["render", good, "-o", out, "--preset", "warm", "--amount", "3"], ["amount", "between 0 and 2"]
+    if kind == "output folder under a file":
+        (tmp / "file.txt").write_text("a file, not a folder")
+        return ["render", good, "-o", tmp / "file.txt" / "out.wav"], ["file.txt", "not a folder"]
+    if kind == "unwritable output folder":
+        locked = tmp / "locked"
+        locked.mkdir()
+        locked.chmod(0o500)
+        if os.geteuid() == 0:  # root writes anywhere: a path under a regular file fails for everyone
+            (tmp / "plain.txt").write_text("x")
+            return ["render", good, "-o", tmp / "plain.txt" / "out.wav"], ["plain.txt"]
+        return ["render", good, "-o", locked / "out.wav"], ["locked", "writable"]
+    if kind == "missing output folder":
+        return ["render", good, "-o", tmp / "no" / "such" / "out.wav"], ["does not exist"]
+    if kind == "output is the input":
+        return ["render", good, "-o", good, "--force"], ["vocal.wav", "is the input"]
+    if kind == "out-dir writes onto the input":
+        return ["render", good, "--out-dir", tmp, "--force"], ["vocal.wav", "is the input"]
+    if kind == "-o with several inputs":
+        return ["render", good, good, "-o", out], ["-o takes a single input"]
+    if kind == "missing model file":
+        return ["render", good, "-o", out, "--model", tmp / "nomodel.pt"], ["nomodel.pt"]
+    if kind == "FLAC at 32-bit float":
+        return ["render", good, "-o", tmp / "out.flac", "--bit-depth", "32f"], ["FLAC", "--bit-depth"]
+    if kind == "unknown option":
+        return ["render", good, "-o", out, "--prest", "warm"], ["--prest"]
+    if kind == "missing settings file":
+        return ["render", good, "-o", out, "--params", tmp / "nope.json"], ["nope.json", "not found"]
+    raise AssertionError(kind)
+
+
+BAD_INPUTS = [
+    "missing file", "directory (params)", "folder without audio", "text file named .wav", "0-byte file",
+    "WAV with zero frames", "1-sample WAV", "NaN samples", "unknown preset", "amount out of range",
+    "output folder under a file", "unwritable output folder", "missing output folder", "output is the input",
+    "out-dir writes onto the input", "-o with several inputs", "missing model file", "FLAC at 32-bit float",
+    "unknown option", "missing settings file",
+]
+
+
+@pytest.mark.parametrize("kind", BAD_INPUTS)
+def test_bad_input_gives_one_line_and_changes_nothing(capsys, tmp_path, mono, kind):
+    argv, needles = _bad_input(kind, tmp_path, mono)
+    before = snapshot(tmp_path)
+    try:
+        code, out, err = run(capsys, *argv)
+    finally:
+        if (tmp_path / "locked").exists():
+            (tmp_path / "locked").chmod(0o700)
+    after = snapshot(tmp_path)
+    if (tmp_path / "locked").exists():  # the chmod back is ours, not the command's
+        before.pop("locked"), after.pop("locked")
+    assert_one_line_error(code, err, *needles)
+    assert out == ""
+    assert after == before
+
+
+# ---------------------------------------------------------------------------
+# real processes: no traceback reaches the user
+# ---------------------------------------------------------------------------
+
+def test_subprocess_error_is_one_line(tmp_path):
+    (tmp_path / "lyrics.wav").write_text("not audio")
+    before = snapshot(tmp_path)
+    proc = subprocess.run([sys.executable, "infer.py", "render", str(tmp_path / "lyrics.wav"), "-o",
+                           str(tmp_path / "out.wav")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert_one_line_error(proc.returncode, proc.stderr, "lyrics.wav", "not an audio file")
+    assert proc.returncode == 2
+    assert snapshot(tmp_path) == before
+
+
+def test_subprocess_params_is_valid_json(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "dmst.cli", "params", str(EXAMPLE), "--preset", "bright"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    settings = schema.from_json(proc.stdout)
+    assert settings["eq"]["high_shelf_freq_hz"] == pytest.approx(10000.0)
+    if shutil.which("jq"):
+        jq = subprocess.run(["jq", ".eq.high_shelf_freq_hz"], input=proc.stdout, capture_output=True, text=True)
+        assert jq.returncode == 0 and float(jq.stdout) == pytest.approx(10000.0)

@@ -1,0 +1,354 @@
+"""Presets: each shipped preset does what its description says, amount/stacking/clamping
+behave as documented, user files merge, and every mistake gets a one-line error naming it."""
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import torch
+
+import dmst
+from dmst import schema
+from dmst.encoder import load_model
+from dmst.presets import PresetError, apply_presets, describe_preset, load_presets, read_presets_file
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "and_its_all.wav"
+
+# What each shipped preset must touch, and which way (from its description):
+# "+" up, "-" down, a number: set to exactly that.
+EXPECTED = {
+    "modern_clean": {},
+    "aggressive": {
+        "compressor.ratio": "+", "compressor.threshold_db": "-", "saturation.drive_db": "+",
+        "eq.presence_gain_db": "+", "eq.high_shelf_gain_db": "+",
+    },
+    "smooth": {
+        "compressor.ratio": "-", "compressor.attack_ms": "+", "compressor.release_ms": "+",
+        "eq.high_shelf_gain_db": "-", "eq.low_shelf_gain_db": "+",
+    },
+    "bright": {"eq.presence_gain_db": "+", "eq.high_shelf_gain_db": "+", "eq.high_shelf_freq_hz": 10000.0},
+    "warm": {
+        "eq.low_shelf_gain_db": "+", "eq.high_shelf_gain_db": "-", "eq.high_shelf_freq_hz": "-",
+        "saturation.asymmetry": "+", "saturation.drive_db": "+",
+    },
+    "punchy": {
+        "compressor.attack_ms": "-", "compressor.release_ms": "-", "compressor.ratio": "+",
+        "eq.low_mid_gain_db": "+",
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def predicted():
+    """The real bundled model's settings for a real vocal."""
+    audio, sr = sf.read(EXAMPLE, dtype="float32", always_2d=True)
+    return load_model("default").predict(torch.from_numpy(audio.T.copy()), sr)
+
+
+@pytest.fixture(scope="module")
+def presets():
+    return load_presets()
+
+
+def flat(nested):
+    return schema.flatten(nested)
+
+
+def reference_apply(nested, preset, amount):
+    """An independent statement of the documented arithmetic, for comparison."""
+    out = dict(flat(nested))
+    for c in preset.changes:
+        p, v = schema.BY_KEY[c.key], out[c.key]
+        if c.operation == "add":
+            v = v + amount * c.value
+        elif c.operation == "mul":
+            v = v * c.value**amount
+        else:
+            v = v + amount * (c.value - v)
+        out[c.key] = min(max(v, p.minimum), p.maximum)
+    return out
+
+
+def write_yaml(tmp_path, text, name="my.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+# ---------------------------------------------------------------------------
+# the shipped presets
+# ---------------------------------------------------------------------------
+
+def test_prediction_is_a_real_mid_range_setting(predicted):
+    # The direction tests below are only meaningful if no touched value sits on a range edge.
+    values = flat(predicted)
+    assert set(values) == set(schema.KEYS)
+    for key in {k for e in EXPECTED.values() for k in e if e[k] in ("+", "-")}:
+        p = schema.BY_KEY[key]
+        if key == "saturation.drive_db" or key == "saturation.asymmetry":
+            assert p.minimum <= values[key] < p.maximum, key
+        else:
+            assert p.minimum < values[key] < p.maximum, key
+
+
+def test_all_documented_presets_are_shipped(presets):
+    assert set(EXPECTED) <= set(presets)
+    for name in EXPECTED:
+        assert presets[name].description and "\n" not in presets[name].description
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_preset_changes_exactly_its_parameters_in_the_described_direction(predicted, presets, name):
+    preset = presets[name]
+    assert set(preset.keys) == set(EXPECTED[name]), f"{name} touches {preset.keys}"
+    before, after = flat(predicted), flat(apply_presets(predicted, [name], presets=presets))
+    for key in schema.KEYS:
+        want = EXPECTED[name].get(key)
+        if want is None:
+            assert after[key] == before[key], f"{name} changed {key}, which it does not name"
+        elif want == "+":
+            assert after[key] > before[key], f"{name} should raise {key}: {before[key]} -> {after[key]}"
+        elif want == "-":
+            assert after[key] < before[key], f"{name} should lower {key}: {before[key]} -> {after[key]}"
+        else:
+            assert after[key] == pytest.approx(want), f"{name} should set {key} to {want}"
+
+
+def test_modern_clean_is_the_model_as_it_is(predicted, presets):
+    assert apply_presets(predicted, ["modern_clean"], presets=presets) == predicted
+    assert describe_preset(presets["modern_clean"]) == "no changes"
+
+
+def test_smooth_does_what_the_yaml_says(predicted, presets):
+    before, after = flat(predicted), flat(apply_presets(predicted, "smooth", presets=presets))
+    assert after["compressor.ratio"] == pytest.approx(max(1.0, before["compressor.ratio"] * 0.75))
+    assert after["compressor.attack_ms"] == pytest.approx(before["compressor.attack_ms"] * 1.5)
+    assert after["eq.high_shelf_gain_db"] == pytest.approx(before["eq.high_shelf_gain_db"] - 2)
+    assert after["eq.low_shelf_gain_db"] == pytest.approx(before["eq.low_shelf_gain_db"] + 1.5)
+    text = describe_preset(presets["smooth"])
+    assert "compressor.ratio x0.75" in text and "eq.high_shelf_gain_db -2 dB" in text
+
+
+# ---------------------------------------------------------------------------
+# amount
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_amount_zero_is_no_preset_and_one_is_the_preset(predicted, presets, name):
+    assert apply_presets(predicted, [name], amount=0.0, presets=presets) == predicted
+    at_one = flat(apply_presets(predicted, [name], amount=1.0, presets=presets))
+    assert at_one == pytest.approx(reference_apply(predicted, presets[name], 1.0), rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["aggressive", "smooth", "bright", "warm", "punchy"])
+def test_half_amount_lies_between_none_and_full(predicted, presets, name):
+    before = flat(predicted)
+    half = flat(apply_presets(predicted, [name], amount=0.5, presets=presets))
+    full = flat(apply_presets(predicted, [name], amount=1.0, presets=presets))
+    assert half == pytest.approx(reference_apply(predicted, presets[name], 0.5), rel=1e-12)
+    for key in presets[name].keys:
+        lo, hi = sorted((before[key], full[key]))
+        if lo < hi:
+            assert lo < half[key] < hi, key
+
+
+def test_amount_two_doubles_adds_squares_factors_and_extrapolates_sets(predicted, presets):
+    before = flat(predicted)
+    twice = flat(apply_presets(predicted, ["smooth"], amount=2.0, presets=presets))
+    assert twice["eq.high_shelf_gain_db"] == pytest.approx(max(-12.0, before["eq.high_shelf_gain_db"] - 4))
+    assert twice["compressor.attack_ms"] == pytest.approx(min(100.0, before["compressor.attack_ms"] * 1.5**2))
+    bright2 = flat(apply_presets(predicted, ["bright"], amount=2.0, presets=presets))
+    expected = before["eq.high_shelf_freq_hz"] + 2 * (10000 - before["eq.high_shelf_freq_hz"])
+    assert bright2["eq.high_shelf_freq_hz"] == pytest.approx(min(max(expected, 3000.0), 16000.0))
+
+
+@pytest.mark.parametrize("amount", [-0.1, 2.01, float("nan"), "1", True, None])
+def test_amount_out_of_range_is_refused(predicted, presets, amount):
+    with pytest.raises(PresetError, match=r"amount must be a number between 0 and 2") as e:
+        apply_presets(predicted, ["warm"], amount=amount, presets=presets)
+    assert "\n" not in str(e.value)
+
+
+# ---------------------------------------------------------------------------
+# stacking, clamping, immutability
+# ---------------------------------------------------------------------------
+
+def test_stacking_applies_in_order(predicted, presets):
+    warm_bright = apply_presets(predicted, ["warm", "bright"], presets=presets)
+    bright_warm = apply_presets(predicted, ["bright", "warm"], presets=presets)
+    # Both touch the high shelf: bright sets its corner, warm scales it, so order matters.
+    assert warm_bright != bright_warm
+    assert warm_bright["eq"]["high_shelf_freq_hz"] == pytest.approx(10000.0)
+    assert bright_warm["eq"]["high_shelf_freq_hz"] == pytest.approx(8000.0)
+    sequential = apply_presets(apply_presets(predicted, ["warm"], presets=presets), ["bright"], presets=presets)
+    assert warm_bright == sequential
+    # ...and with an amount, each preset is scaled by it.
+    half = apply_presets(predicted, ["warm", "bright"], amount=0.5, presets=presets)
+    step = apply_presets(apply_presets(predicted, ["warm"], 0.5, presets), ["bright"], 0.5, presets)
+    assert half == step
+
+
+def test_results_clamp_to_the_schema_range(predicted, tmp_path):
+    path = write_yaml(tmp_path, """
+extreme:
+  description: Everything past the end stops
+  eq:
+    high_shelf_gain_db: {add: 100}
+    low_shelf_gain_db: {add: -100}
+  compressor:
+    ratio: {mul: 1000}
+    attack_ms: {mul: 0.00001}
+  output:
+    gain_db: {add: -100}
+""")
+    presets = load_presets([path])
+    for amount in (1.0, 2.0):
+        out = apply_presets(predicted, ["extreme"], amount=amount, presets=presets)
+        assert out["eq"]["high_shelf_gain_db"] == 12.0
+        assert out["eq"]["low_shelf_gain_db"] == -12.0
+        assert out["compressor"]["ratio"] == 20.0
+        assert out["compressor"]["attack_ms"] == 0.1
+        assert out["output"]["gain_db"] == -24.0
+        schema.validate(out)  # a clamped result is always a valid setting
+
+
+def test_input_is_never_mutated(predicted, presets):
+    original = copy.deepcopy(predicted)
+    out = apply_presets(predicted, ["aggressive", "warm", "bright"], amount=2.0, presets=presets)
+    assert predicted == original
+    out["eq"]["low_shelf_gain_db"] = 99.0  # the result shares nothing with the input
+    assert predicted == original
+
+
+def test_python_api_exports(predicted):
+    assert dmst.apply_presets is apply_presets and dmst.load_presets is load_presets
+    out = dmst.apply_presets(predicted, ["warm"], amount=0.5)
+    assert out["saturation"]["asymmetry"] > predicted["saturation"]["asymmetry"]
+
+
+# ---------------------------------------------------------------------------
+# user files
+# ---------------------------------------------------------------------------
+
+def test_user_file_merges_over_builtins(predicted, tmp_path):
+    path = write_yaml(tmp_path, """
+warm:
+  description: My own warm, only low end
+  eq:
+    low_shelf_gain_db: {set: 6}
+telephone:
+  description: Band-limited
+  eq:
+    high_pass_freq_hz: {set: 400}
+    low_pass_freq_hz: {set: 3400}
+""")
+    builtin = load_presets()
+    merged = load_presets([path])
+    assert set(merged) == set(builtin) | {"telephone"}
+    assert merged["warm"].description == "My own warm, only low end"
+    assert merged["warm"].keys == ("eq.low_shelf_gain_db",)
+    assert merged["smooth"] == builtin["smooth"]
+    out = apply_presets(predicted, ["warm", "telephone"], presets=merged)
+    assert out["eq"]["low_shelf_gain_db"] == 6.0
+    assert out["eq"]["low_pass_freq_hz"] == 3400.0
+    assert out["saturation"] == predicted["saturation"]  # the built-in warm is gone
+
+
+def test_empty_user_file_adds_nothing(tmp_path):
+    assert load_presets([write_yaml(tmp_path, "")]).keys() == load_presets().keys()
+
+
+# ---------------------------------------------------------------------------
+# errors: one line, naming the bad thing and the valid options
+# ---------------------------------------------------------------------------
+
+BAD_FILES = {
+    "unknown group": (
+        "x:\n  description: d\n  reverb:\n    mix: {add: 1}\n",
+        ["'reverb'", "eq, compressor, saturation, output", "preset 'x'"],
+    ),
+    "unknown parameter": (
+        "x:\n  description: d\n  eq:\n    hi_shelf_gain_db: {add: 1}\n",
+        ["eq.hi_shelf_gain_db", "high_shelf_gain_db", "presence_gain_db"],
+    ),
+    "unknown operation": (
+        "x:\n  description: d\n  eq:\n    low_shelf_gain_db: {plus: 1}\n",
+        ["'plus'", "eq.low_shelf_gain_db", "set, add, mul"],
+    ),
+    "two operations": (
+        "x:\n  description: d\n  eq:\n    low_shelf_gain_db: {add: 1, mul: 2}\n",
+        ["eq.low_shelf_gain_db", "set, add, mul"],
+    ),
+    "operation not a mapping": (
+        "x:\n  description: d\n  eq:\n    low_shelf_gain_db: 3\n",
+        ["eq.low_shelf_gain_db", "set, add, mul"],
+    ),
+    "value not a number": (
+        "x:\n  description: d\n  eq:\n    low_shelf_gain_db: {add: loud}\n",
+        ["eq.low_shelf_gain_db", "must be a number", "'loud'"],
+    ),
+    "boolean value": (
+        "x:\n  description: d\n  compressor:\n    ratio: {mul: yes}\n",
+        ["compressor.ratio", "must be a number"],
+    ),
+    "negative factor": (
+        "x:\n  description: d\n  compressor:\n    ratio: {mul: -2}\n",
+        ["compressor.ratio", "above 0"],
+    ),
+    "set out of range": (
+        "x:\n  description: d\n  compressor:\n    ratio: {set: 50}\n",
+        ["compressor.ratio", "between 1 and 20"],
+    ),
+    "preset not a mapping": ("x: 5\n", ["preset 'x'", "must be a mapping", "int"]),
+    "group not a mapping": ("x:\n  description: d\n  eq: 3\n", ["group 'eq'"]),
+    "missing description": ("x:\n  eq:\n    low_shelf_gain_db: {add: 1}\n", ["preset 'x'", "description"]),
+    "file not a mapping": ("- warm\n- bright\n", ["must map preset names", "list"]),
+    "not YAML": ("x: [unclosed\n", ["not valid YAML", "line"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_bad_preset_files_are_refused_with_one_line(tmp_path, case):
+    text, needles = BAD_FILES[case]
+    path = write_yaml(tmp_path, text)
+    with pytest.raises(PresetError) as e:
+        load_presets([path])
+    message = str(e.value)
+    assert "\n" not in message
+    assert str(path) in message
+    for needle in needles:
+        assert needle in message, f"{case}: {needle!r} not in {message!r}"
+
+
+def test_missing_presets_file(tmp_path):
+    with pytest.raises(PresetError, match="not found") as e:
+        read_presets_file(tmp_path / "nope.yaml")
+    assert "nope.yaml" in str(e.value)
+
+
+def test_unknown_preset_lists_the_valid_names(predicted, presets):
+    with pytest.raises(PresetError) as e:
+        apply_presets(predicted, ["warm", "wram"], presets=presets)
+    message = str(e.value)
+    assert "'wram'" in message and "\n" not in message
+    for name in EXPECTED:
+        assert name in message
+
+
+def test_settings_with_unknown_keys_are_refused(predicted, presets):
+    bad = copy.deepcopy(predicted)
+    bad["eq"]["hi_shelf"] = 1.0
+    with pytest.raises(schema.ParamError, match="hi_shelf"):
+        apply_presets(bad, ["warm"], presets=presets)
+    incomplete = copy.deepcopy(predicted)
+    del incomplete["compressor"]["ratio"]
+    with pytest.raises(schema.ParamError, match="compressor.ratio"):
+        apply_presets(incomplete, ["warm"], presets=presets)
+    nan = copy.deepcopy(predicted)
+    nan["eq"]["mid_q"] = math.nan
+    with pytest.raises(schema.ParamError, match="eq.mid_q"):
+        apply_presets(nan, ["warm"], presets=presets)
