@@ -47,6 +47,12 @@ def gain_computer(level_db: torch.Tensor, threshold_db, ratio, knee_db) -> torch
     over = level_db - threshold_db
     slope = 1.0 / ratio - 1.0
     knee = torch.clamp(torch.as_tensor(knee_db, dtype=level_db.dtype, device=level_db.device), min=1e-6)
+    if not torch.is_grad_enabled() or not any(torch.is_tensor(v) and v.requires_grad for v in (level_db, threshold_db, ratio, knee)):
+        # Inference: the same arithmetic with in-place ops (2 * over < -knee <=> over < -knee / 2 exactly).
+        below, above_knee = over < -knee / 2, over > knee / 2
+        in_knee = (over + knee / 2).pow_(2).mul_(slope).div_(2 * knee)
+        gain = torch.where(above_knee, over.mul_(slope), in_knee)
+        return gain.masked_fill_(below, 0.0)
     in_knee = slope * (over + knee / 2) ** 2 / (2 * knee)
     above = slope * over
     return torch.where(2 * over < -knee, torch.zeros_like(over), torch.where(2 * over > knee, above, in_knee))
@@ -77,9 +83,16 @@ def compressor(
     threshold_db, ratio, knee_db = col(threshold_db), col(ratio), col(knee_db)
     attack_ms, release_ms, makeup_gain_db = col(attack_ms), col(release_ms), col(makeup_gain_db)
 
-    peak = x.abs().amax(dim=1)  # linked stereo detector: (batch, samples)
-    level_db = 20 * torch.log10(peak.clamp_min(10 ** (LEVEL_FLOOR_DB / 20)))
+    if torch.is_grad_enabled() and x.requires_grad:
+        peak = x.abs().amax(dim=1)  # linked stereo detector: (batch, samples)
+        level_db = 20 * torch.log10(peak.clamp_min(10 ** (LEVEL_FLOOR_DB / 20)))
+    else:  # the same values with no (batch, channels, samples) temporary, in place
+        level_db = x[:, 0].abs()
+        for channel in range(1, x.shape[1]):
+            torch.maximum(level_db, x[:, channel].abs(), out=level_db)
+        level_db.clamp_min_(10 ** (LEVEL_FLOOR_DB / 20)).log10_().mul_(20)
     target_db = gain_computer(level_db, threshold_db[:, None], ratio[:, None], knee_db[:, None])
+    del level_db  # intermediates are released as soon as they are used: long files need less memory
 
     attack = time_constant_coefficient(attack_ms, sample_rate)
     release = time_constant_coefficient(release_ms, sample_rate)
@@ -87,8 +100,13 @@ def compressor(
     start = torch.zeros_like(attack)
     # Pass 1: instant attack, exponential release -> peak hold of the gain reduction.
     held_db = compressor_core(target_db, start, instant, release)
+    del target_db
     # Pass 2: attack-only smoothing (release coefficient 1 follows recovery as it comes).
     gain_db = compressor_core(held_db, start, attack, instant)
+    del held_db
 
-    y = x * 10 ** ((gain_db + makeup_gain_db[:, None]) / 20).unsqueeze(1)
+    if torch.is_grad_enabled() and (gain_db.requires_grad or makeup_gain_db.requires_grad):
+        y = x * 10 ** ((gain_db + makeup_gain_db[:, None]) / 20).unsqueeze(1)
+    else:  # the same arithmetic, one temporary
+        y = x * torch.pow(10, (gain_db + makeup_gain_db[:, None]).div_(20)).unsqueeze(1)
     return (y, gain_db) if return_gain else y

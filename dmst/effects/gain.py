@@ -58,10 +58,15 @@ def integrated_loudness(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
         x = torch.nn.functional.pad(x, (0, block - x.shape[-1]))
     sos = k_weighting_sos(sample_rate).expand(x.shape[0], -1, -1)
     y = sosfilt_fft(x, sos).double()
+    n = y.shape[-1]
     # mean square of 400 ms blocks with 75 % overlap, via a cumulative sum
+    # (squared in place and released early: long files stage without extra signal-sized copies)
     step = int(round(block / 4))
-    csum = torch.nn.functional.pad(y.pow(2).sum(dim=1).cumsum(-1), (1, 0))
-    starts = torch.arange(0, y.shape[-1] - block + 1, step)
+    power = y.pow_(2).sum(dim=1)
+    del y
+    csum = torch.nn.functional.pad(power.cumsum(-1), (1, 0))
+    del power
+    starts = torch.arange(0, n - block + 1, step)
     z = (csum[:, starts + block] - csum[:, starts]) / block  # (batch, blocks), channels summed
     loud = -0.691 + 10 * torch.log10(z.clamp_min(1e-30))
     out = []

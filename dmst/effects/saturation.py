@@ -13,8 +13,11 @@ for Modeling Vacuum-Tube Guitar Amplifiers", CMJ 33(2), 2009).
 """
 from __future__ import annotations
 
+import functools
+
 import torch
-import torchaudio.functional as AF
+import torch.nn.functional as F
+import torchaudio.transforms as AT
 
 OVERSAMPLE = 4
 CEILING = 10 ** (12 / 20)  # soft ceiling of the curve at 0 dB drive: +12 dBFS
@@ -25,10 +28,51 @@ _PAD = 64  # samples of context per block at the base rate (> the resampler's ha
 BLOCK_LENGTH = 2**18
 
 
+@functools.lru_cache(maxsize=8)
+def _resamplers(dtype: torch.dtype, device: torch.device):
+    """The up- and down-sampling kernels, computed once per dtype and device.
+
+    They are exactly the kernels ``torchaudio.functional.resample(x, 1, OVERSAMPLE, **_RESAMPLE)``
+    and ``resample(x, OVERSAMPLE, 1, **_RESAMPLE)`` build on every call (same dtype, same formulas).
+    """
+    up = AT.Resample(1, OVERSAMPLE, dtype=dtype, **_RESAMPLE).to(device)
+    down = AT.Resample(OVERSAMPLE, 1, dtype=dtype, **_RESAMPLE).to(device)
+    # Polyphase form of the strided down-sampling kernel: taps k[OVERSAMPLE * q + r] -> [r, 0, q].
+    taps = down.kernel.shape[-1]
+    assert taps % OVERSAMPLE == 0
+    down_poly = down.kernel.reshape(taps // OVERSAMPLE, OVERSAMPLE).t().reshape(OVERSAMPLE, 1, -1).contiguous()
+    return up, down_poly, down.width
+
+
+def _upsample(x: torch.Tensor) -> torch.Tensor:
+    """``torchaudio.functional.resample(x, 1, OVERSAMPLE, **_RESAMPLE)`` with a cached kernel."""
+    up, _, _ = _resamplers(x.dtype, x.device)
+    return up(x)
+
+
+def _downsample(x: torch.Tensor) -> torch.Tensor:
+    """``torchaudio.functional.resample(x, OVERSAMPLE, 1, **_RESAMPLE)`` for a length divisible by OVERSAMPLE.
+
+    torchaudio runs the kernel as one strided convolution; here the same taps run as a
+    polyphase filter bank (one stride-1 filter per phase, summed), the same sums in
+    another order (equal to float rounding), about twice as fast on CPU.
+    """
+    _, kernel, width = _resamplers(x.dtype, x.device)
+    shape, n = x.shape[:-1], x.shape[-1]
+    assert n % OVERSAMPLE == 0
+    padded = F.pad(x.reshape(-1, n), (width, width + OVERSAMPLE))  # as torchaudio pads
+    phases = padded.reshape(padded.shape[0], -1, OVERSAMPLE).transpose(1, 2)  # (rows, OVERSAMPLE, length / OVERSAMPLE)
+    y = F.conv1d(phases, kernel, groups=OVERSAMPLE).sum(dim=1)[:, : n // OVERSAMPLE]
+    return y.reshape(shape + (n // OVERSAMPLE,))
+
+
 def _shape(x, gain, bias):
-    up = AF.resample(x, 1, OVERSAMPLE, **_RESAMPLE)
-    wet = torch.tanh(gain * up / CEILING + bias) - torch.tanh(bias)
-    return AF.resample(wet, OVERSAMPLE, 1, **_RESAMPLE)
+    up = _upsample(x)
+    if torch.is_grad_enabled() and (up.requires_grad or gain.requires_grad or bias.requires_grad):
+        wet = torch.tanh(gain * up / CEILING + bias) - torch.tanh(bias)
+    else:  # the same arithmetic in place: no temporaries the size of the oversampled signal
+        wet = up.mul_(gain).div_(CEILING).add_(bias).tanh_().sub_(torch.tanh(bias))
+    return _downsample(wet)
 
 
 def waveshape(x: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -36,12 +80,17 @@ def waveshape(x: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor) -> torch.
     n = x.shape[-1]
     if n <= BLOCK_LENGTH:
         return _shape(x, gain, bias)
-    blocks = []
+    differentiable = torch.is_grad_enabled() and (x.requires_grad or gain.requires_grad or bias.requires_grad)
+    # Without autograd the blocks go straight into one output buffer (no list + cat: half the memory).
+    blocks, out = [], None if differentiable else x.new_empty(torch.broadcast_shapes(x.shape, gain.shape, bias.shape))
     for start in range(0, n, BLOCK_LENGTH):
         lo, hi = max(0, start - _PAD), min(n, start + BLOCK_LENGTH + _PAD)
-        out = _shape(x[..., lo:hi], gain, bias)
-        blocks.append(out[..., start - lo: start - lo + min(BLOCK_LENGTH, n - start)])
-    return torch.cat(blocks, dim=-1)
+        block = _shape(x[..., lo:hi], gain, bias)[..., start - lo: start - lo + min(BLOCK_LENGTH, n - start)]
+        if out is None:
+            blocks.append(block)
+        else:
+            out[..., start: start + block.shape[-1]] = block
+    return torch.cat(blocks, dim=-1) if out is None else out
 
 
 def saturation(x: torch.Tensor, sample_rate: float, drive_db, asymmetry, mix) -> torch.Tensor:
@@ -58,10 +107,17 @@ def saturation(x: torch.Tensor, sample_rate: float, drive_db, asymmetry, mix) ->
 
     gain = 10 ** (col(drive_db) / 20)
     bias = MAX_BIAS * col(asymmetry)
-    wet = waveshape(x, gain, bias)
-    wet = wet - wet.mean(dim=-1, keepdim=True)
-    dry_rms = x.pow(2).mean(dim=(1, 2), keepdim=True).add(1e-12).sqrt()
-    wet_rms = wet.pow(2).mean(dim=(1, 2), keepdim=True).add(1e-12).sqrt()
-    wet = wet * (dry_rms / wet_rms)
     mix = col(mix)
-    return (1 - mix) * x + mix * wet
+    wet = waveshape(x, gain, bias)
+    dry_rms = x.pow(2).mean(dim=(1, 2), keepdim=True).add(1e-12).sqrt()
+    if torch.is_grad_enabled() and (wet.requires_grad or mix.requires_grad or x.requires_grad):
+        wet = wet - wet.mean(dim=-1, keepdim=True)
+        wet_rms = wet.pow(2).mean(dim=(1, 2), keepdim=True).add(1e-12).sqrt()
+        wet = wet * (dry_rms / wet_rms)
+        return (1 - mix) * x + mix * wet
+    # The same arithmetic in place (inference): one signal-sized temporary instead of five.
+    wet -= wet.mean(dim=-1, keepdim=True)
+    wet_rms = wet.pow(2).mean(dim=(1, 2), keepdim=True).add(1e-12).sqrt()
+    wet *= dry_rms / wet_rms
+    wet *= mix
+    return wet.add_((1 - mix) * x)

@@ -1,0 +1,306 @@
+"""The console EQ against an independent RBJ-cookbook implementation run by scipy.
+
+The reference coefficients are computed here in numpy straight from the W3C Audio EQ
+Cookbook formulas (R. Bristow-Johnson) and applied with ``scipy.signal.sosfilt``
+(recursive filtering); dmst applies its cascade by FFT frequency sampling.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.signal as ss
+import torch
+
+from dmst import schema
+from dmst.effects import eq_sos, parametric_eq
+
+RATES = (44100, 48000)
+EQ_PARAMS = [p for p in schema.SCHEMA if p.group == "eq"]
+EQ_NAMES = [p.name for p in EQ_PARAMS]
+RANGE = {p.name: (p.minimum, p.maximum) for p in EQ_PARAMS}
+MIN_ERROR_DB = 60.0  # error energy must be at least this far below the signal energy
+
+
+# ---------------------------------------------------------------------------
+# Independent reference: RBJ cookbook in numpy
+# ---------------------------------------------------------------------------
+
+def rbj_biquad(kind: str, f0: float, fs: float, gain_db: float = 0.0, q: float = 1 / math.sqrt(2), shelf_slope: float = 1.0):
+    """One cookbook biquad as a normalised SOS row [b0, b1, b2, 1, a1, a2] (numpy float64)."""
+    A = 10.0 ** (gain_db / 40.0)
+    w0 = 2.0 * math.pi * f0 / fs
+    cw, sw = math.cos(w0), math.sin(w0)
+    if kind in ("low_shelf", "high_shelf"):
+        alpha = sw / 2.0 * math.sqrt((A + 1.0 / A) * (1.0 / shelf_slope - 1.0) + 2.0)
+    else:
+        alpha = sw / (2.0 * q)
+    if kind == "high_pass":
+        b = [(1 + cw) / 2, -(1 + cw), (1 + cw) / 2]
+        a = [1 + alpha, -2 * cw, 1 - alpha]
+    elif kind == "low_pass":
+        b = [(1 - cw) / 2, 1 - cw, (1 - cw) / 2]
+        a = [1 + alpha, -2 * cw, 1 - alpha]
+    elif kind == "peaking":
+        b = [1 + alpha * A, -2 * cw, 1 - alpha * A]
+        a = [1 + alpha / A, -2 * cw, 1 - alpha / A]
+    elif kind == "low_shelf":
+        s = 2 * math.sqrt(A) * alpha
+        b = [A * ((A + 1) - (A - 1) * cw + s), 2 * A * ((A - 1) - (A + 1) * cw), A * ((A + 1) - (A - 1) * cw - s)]
+        a = [(A + 1) + (A - 1) * cw + s, -2 * ((A - 1) + (A + 1) * cw), (A + 1) + (A - 1) * cw - s]
+    elif kind == "high_shelf":
+        s = 2 * math.sqrt(A) * alpha
+        b = [A * ((A + 1) + (A - 1) * cw + s), -2 * A * ((A - 1) + (A + 1) * cw), A * ((A + 1) + (A - 1) * cw - s)]
+        a = [(A + 1) - (A - 1) * cw + s, 2 * ((A - 1) - (A + 1) * cw), (A + 1) - (A - 1) * cw - s]
+    else:
+        raise ValueError(kind)
+    b, a = np.array(b) / a[0], np.array(a) / a[0]
+    return np.concatenate([b, a])
+
+
+def reference_sos(p: dict, fs: float) -> np.ndarray:
+    """The documented chain: HP, low shelf, 3 bells, high shelf, LP; corners capped at 0.45 fs."""
+    f = lambda v: min(v, 0.45 * fs)  # noqa: E731  (documented: corners above 0.45 fs are lowered to it)
+    bw = 1 / math.sqrt(2)
+    return np.stack([
+        rbj_biquad("high_pass", f(p["high_pass_freq_hz"]), fs, q=bw),
+        rbj_biquad("low_shelf", f(p["low_shelf_freq_hz"]), fs, p["low_shelf_gain_db"]),
+        rbj_biquad("peaking", f(p["low_mid_freq_hz"]), fs, p["low_mid_gain_db"], p["low_mid_q"]),
+        rbj_biquad("peaking", f(p["mid_freq_hz"]), fs, p["mid_gain_db"], p["mid_q"]),
+        rbj_biquad("peaking", f(p["presence_freq_hz"]), fs, p["presence_gain_db"], p["presence_q"]),
+        rbj_biquad("high_shelf", f(p["high_shelf_freq_hz"]), fs, p["high_shelf_gain_db"]),
+        rbj_biquad("low_pass", f(p["low_pass_freq_hz"]), fs, q=bw),
+    ])
+
+
+# ---------------------------------------------------------------------------
+# Settings
+# ---------------------------------------------------------------------------
+
+NEUTRAL = {
+    "high_pass_freq_hz": 16.0, "low_shelf_freq_hz": 150.0, "low_shelf_gain_db": 0.0,
+    "low_mid_freq_hz": 300.0, "low_mid_gain_db": 0.0, "low_mid_q": 1.0,
+    "mid_freq_hz": 1200.0, "mid_gain_db": 0.0, "mid_q": 1.0,
+    "presence_freq_hz": 4500.0, "presence_gain_db": 0.0, "presence_q": 1.0,
+    "high_shelf_freq_hz": 8000.0, "high_shelf_gain_db": 0.0, "low_pass_freq_hz": 20000.0,
+}
+
+TYPICAL_VOCAL = {
+    "high_pass_freq_hz": 90.0, "low_shelf_freq_hz": 180.0, "low_shelf_gain_db": -2.5,
+    "low_mid_freq_hz": 350.0, "low_mid_gain_db": -3.0, "low_mid_q": 1.4,
+    "mid_freq_hz": 1800.0, "mid_gain_db": 1.5, "mid_q": 0.9,
+    "presence_freq_hz": 5000.0, "presence_gain_db": 3.0, "presence_q": 1.2,
+    "high_shelf_freq_hz": 10000.0, "high_shelf_gain_db": 2.5, "low_pass_freq_hz": 18000.0,
+}
+
+
+def _extreme_settings() -> dict[str, dict]:
+    """All minima, all maxima, and each band's frequency at both ends with max gain and max Q."""
+    out = {
+        "all_min": {n: lo for n, (lo, hi) in RANGE.items()},
+        "all_max": {n: hi for n, (lo, hi) in RANGE.items()},
+    }
+    bands = {
+        "high_pass": ("high_pass_freq_hz", None, None),
+        "low_shelf": ("low_shelf_freq_hz", "low_shelf_gain_db", None),
+        "low_mid": ("low_mid_freq_hz", "low_mid_gain_db", "low_mid_q"),
+        "mid": ("mid_freq_hz", "mid_gain_db", "mid_q"),
+        "presence": ("presence_freq_hz", "presence_gain_db", "presence_q"),
+        "high_shelf": ("high_shelf_freq_hz", "high_shelf_gain_db", None),
+        "low_pass": ("low_pass_freq_hz", None, None),
+    }
+    for band, (fk, gk, qk) in bands.items():
+        for end, idx in (("lo", 0), ("hi", 1)):
+            for sign in (+1, -1) if gk else (+1,):
+                p = dict(NEUTRAL)
+                p[fk] = RANGE[fk][idx]
+                if gk:
+                    p[gk] = RANGE[gk][1] if sign > 0 else RANGE[gk][0]
+                if qk:
+                    p[qk] = RANGE[qk][1]
+                out[f"{band}_{end}" + ("" if not gk else ("_boost" if sign > 0 else "_cut"))] = p
+    return out
+
+
+EXTREMES = _extreme_settings()
+
+
+def _tensors(p: dict, dtype=torch.float64) -> dict:
+    return {k: torch.tensor([v], dtype=dtype) for k, v in p.items()}
+
+
+def _stack(settings: list[dict]) -> dict:
+    return {k: torch.tensor([s[k] for s in settings], dtype=torch.float64) for k in EQ_NAMES}
+
+
+def _error_db(y: np.ndarray, ref: np.ndarray) -> float:
+    return 10 * math.log10(max(np.sum((y - ref) ** 2), 1e-300) / np.sum(ref**2))
+
+
+def _white(n: int, channels: int = 1, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((channels, n))
+
+
+# ---------------------------------------------------------------------------
+# Coefficients
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fs", RATES)
+@pytest.mark.parametrize("name", ["typical"] + sorted(EXTREMES))
+def test_coefficients_match_cookbook(fs, name):
+    """dmst's eq_sos equals the numpy cookbook coefficients (1e-9) for typical and extreme settings."""
+    p = TYPICAL_VOCAL if name == "typical" else EXTREMES[name]
+    got = eq_sos(fs, **_tensors(p))[0].numpy()
+    np.testing.assert_allclose(got, reference_sos(p, fs), rtol=1e-9, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# Filtering vs scipy.signal.sosfilt
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fs", RATES)
+def test_typical_and_extremes_match_sosfilt(fs):
+    """White noise (1 s) through every extreme/typical setting: error >= 60 dB below signal vs sosfilt."""
+    settings = {"typical": TYPICAL_VOCAL, **EXTREMES}
+    names = list(settings)
+    n = fs  # one second
+    x = _white(n, seed=1)[0]
+    y = parametric_eq(torch.tensor(x).expand(len(names), 1, n).contiguous(), fs, **_stack([settings[k] for k in names]))
+    errors = {}
+    for i, k in enumerate(names):
+        ref = ss.sosfilt(reference_sos(settings[k], fs), x)
+        errors[k] = _error_db(y[i, 0].numpy(), ref)
+    worst = max(errors, key=errors.get)
+    assert errors[worst] < -MIN_ERROR_DB, f"{worst}: error {errors[worst]:.1f} dB re signal"
+
+
+@pytest.mark.parametrize("fs", RATES)
+def test_float32_signal_matches_sosfilt(fs):
+    """The float32 path (the console's dtype) also stays >= 60 dB under the signal at the extremes."""
+    x = _white(fs // 2, seed=2)[0]
+    for p in (TYPICAL_VOCAL, EXTREMES["all_max"], EXTREMES["low_mid_lo_boost"], EXTREMES["high_pass_lo"]):
+        y = parametric_eq(torch.tensor(x, dtype=torch.float32)[None, None], fs, **_tensors(p, torch.float32))
+        ref = ss.sosfilt(reference_sos(p, fs), x)
+        assert _error_db(y[0, 0].double().numpy(), ref) < -MIN_ERROR_DB
+
+
+@pytest.mark.parametrize("fs", RATES)
+def test_long_signal_overlap_add_matches_sosfilt(fs):
+    """A signal longer than 2**16 samples (overlap-add, several blocks) matches sosfilt at the extremes."""
+    n = 2**18 + 2**16 + 777  # crosses a block boundary and ends mid-block
+    x = _white(n, seed=3)[0]
+    names = ["typical", "all_min", "all_max", "low_mid_lo_boost", "high_pass_lo", "low_pass_lo"]
+    settings = [TYPICAL_VOCAL if k == "typical" else EXTREMES[k] for k in names]
+    y = parametric_eq(torch.tensor(x).expand(len(names), 1, n).contiguous(), fs, **_stack(settings))
+    for i, (k, p) in enumerate(zip(names, settings)):
+        ref = ss.sosfilt(reference_sos(p, fs), x)
+        err = _error_db(y[i, 0].numpy(), ref)
+        assert err < -MIN_ERROR_DB, f"{k}: {err:.1f} dB"
+        # the block seams must not stand out either: check the error around each seam
+        for seam in (2**18,):
+            sl = slice(seam - 4096, seam + 4096)
+            assert _error_db(y[i, 0].numpy()[sl], ref[sl]) < -MIN_ERROR_DB, f"{k}: seam at {seam}"
+
+
+@pytest.mark.parametrize("n", [1, 64, 1000, 4096])
+def test_short_signals_match_sosfilt(n):
+    """Short clips (down to one sample) match sosfilt too, including a Q 8 bell at 100 Hz."""
+    fs = 44100
+    x = _white(n, seed=4)[0]
+    for p in (TYPICAL_VOCAL, EXTREMES["low_mid_lo_boost"], EXTREMES["all_max"]):
+        y = parametric_eq(torch.tensor(x)[None, None], fs, **_tensors(p))
+        ref = ss.sosfilt(reference_sos(p, fs), x)
+        assert _error_db(y[0, 0].numpy(), ref) < -MIN_ERROR_DB
+
+
+@pytest.mark.parametrize("fs", RATES)
+def test_batch_items_get_their_own_settings_in_stereo(fs):
+    """Batch of 2 stereo items with different settings: each channel matches sosfilt with its own item's EQ."""
+    n = fs
+    x = np.stack([_white(n, 2, seed=5), _white(n, 2, seed=6)])  # (2, 2, n)
+    settings = [TYPICAL_VOCAL, EXTREMES["all_max"]]
+    y = parametric_eq(torch.tensor(x), fs, **_stack(settings)).numpy()
+    assert y.shape == x.shape
+    for b in range(2):
+        sos = reference_sos(settings[b], fs)
+        for c in range(2):
+            assert _error_db(y[b, c], ss.sosfilt(sos, x[b, c])) < -MIN_ERROR_DB
+
+
+# ---------------------------------------------------------------------------
+# Magnitude response vs analytic expectations
+# ---------------------------------------------------------------------------
+
+def _measured_response_db(p: dict, fs: int, freqs, n: int = 2**15) -> np.ndarray:
+    """Magnitude (dB) of dmst's impulse response evaluated by a direct DTFT at ``freqs``."""
+    impulse = torch.zeros(1, 1, n, dtype=torch.float64)
+    impulse[..., 0] = 1.0
+    h = parametric_eq(impulse, fs, **_tensors(p))[0, 0].numpy()
+    k = np.arange(n)
+    H = np.array([np.sum(h * np.exp(-2j * np.pi * f / fs * k)) for f in freqs])
+    return 20 * np.log10(np.abs(H))
+
+
+def _others_db(p: dict, fs: int, freqs, skip: int) -> np.ndarray:
+    """Response (dB) of every section except ``skip``, from the numpy reference via scipy.sosfreqz."""
+    sos = np.delete(reference_sos(p, fs), skip, axis=0)
+    _, H = ss.sosfreqz(sos, worN=np.asarray(freqs, dtype=float), fs=fs)
+    return 20 * np.log10(np.abs(H))
+
+
+@pytest.mark.parametrize("fs", RATES)
+@pytest.mark.parametrize(
+    "band,section,freq,gain",
+    [
+        ("low_mid", 2, 100.0, 12.0), ("low_mid", 2, 300.0, -9.0), ("mid", 3, 1200.0, 6.0),
+        ("mid", 3, 4000.0, -12.0), ("presence", 4, 4500.0, 9.0), ("presence", 4, 10000.0, -6.0),
+    ],
+)
+def test_peaking_gain_at_centre(fs, band, section, freq, gain):
+    """A bell's gain at its centre frequency equals gain_db within 0.05 dB (other sections accounted for)."""
+    p = dict(NEUTRAL, **{f"{band}_freq_hz": freq, f"{band}_gain_db": gain, f"{band}_q": 2.0})
+    measured = _measured_response_db(p, fs, [freq])[0]
+    assert abs(measured - _others_db(p, fs, [freq], section)[0] - gain) < 0.05
+
+
+@pytest.mark.parametrize("fs", RATES)
+def test_high_pass_is_butterworth(fs):
+    """High-pass: -3.01 dB at cutoff, analog-Butterworth level below, ~12 dB/octave two and three octaves down."""
+    fc = 400.0
+    p = dict(NEUTRAL, high_pass_freq_hz=fc)
+    freqs = [fc, fc / 4, fc / 8]
+    got = _measured_response_db(p, fs, freqs) - _others_db(p, fs, freqs, 0)
+    assert abs(got[0] - (-10 * math.log10(2))) < 0.05
+    # analog 2nd-order Butterworth: |H|^2 = r^4 / (1 + r^4), r = f / fc (warping is negligible this low)
+    for f, g in zip(freqs[1:], got[1:]):
+        r = f / fc
+        assert abs(g - 10 * math.log10(r**4 / (1 + r**4))) < 0.1
+    slope = got[1] - got[2]
+    assert 11.5 < slope < 12.5, f"{slope:.2f} dB/octave"
+
+
+@pytest.mark.parametrize("fs", RATES)
+def test_low_pass_is_minus_3_db_at_cutoff(fs):
+    """Low-pass: -3.01 dB at cutoff and steeper than 10 dB/octave above it (bilinear, towards Nyquist)."""
+    fc = 4000.0
+    p = dict(NEUTRAL, low_pass_freq_hz=fc, presence_freq_hz=1500.0, high_shelf_freq_hz=3000.0)
+    freqs = [fc, 2 * fc, 4 * fc]
+    got = _measured_response_db(p, fs, freqs) - _others_db(p, fs, freqs, 6)
+    assert abs(got[0] - (-10 * math.log10(2))) < 0.05
+    assert got[1] - got[2] > 10.0
+
+
+@pytest.mark.parametrize("fs", RATES)
+@pytest.mark.parametrize("gain", [-12.0, 6.0, 12.0])
+def test_shelves_reach_gain_and_half_gain_at_corner(fs, gain):
+    """Low shelf: full gain at DC (20 Hz) and half the dB gain at its corner; high shelf: same at Nyquist side."""
+    p = dict(NEUTRAL, high_pass_freq_hz=16.0, low_shelf_freq_hz=300.0, low_shelf_gain_db=gain)
+    freqs = [300.0, 20.0]
+    got = _measured_response_db(p, fs, freqs) - _others_db(p, fs, freqs, 1)
+    assert abs(got[0] - gain / 2) < 0.05
+    assert abs(got[1] - gain) < 0.2  # 20 Hz is not quite DC: within 0.2 dB of the shelf plateau
+
+    p = dict(NEUTRAL, high_shelf_freq_hz=6000.0, high_shelf_gain_db=gain)
+    got = _measured_response_db(p, fs, [6000.0])[0] - _others_db(p, fs, [6000.0], 5)[0]
+    assert abs(got - gain / 2) < 0.05

@@ -1,0 +1,138 @@
+"""Saturation: transparency at rest, harmonic content, aliasing and level compensation.
+
+References are spectral measurements (numpy FFT with a Blackman-Harris window) and
+plain signal statistics, not dmst's own functions.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.signal as ss
+import soundfile as sf
+import torch
+
+from dmst.effects import saturation
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+FS = 44100
+
+
+def _sat(x: np.ndarray, fs=FS, **p) -> np.ndarray:
+    """numpy (channels, n) or (batch, channels, n) -> numpy, through dmst's saturation in float64."""
+    t = torch.tensor(x, dtype=torch.float64)
+    squeeze = t.dim() == 2
+    if squeeze:
+        t = t[None]
+    y = saturation(t, fs, **p).numpy()
+    return y[0] if squeeze else y
+
+
+def _rms_db(v) -> float:
+    return 10 * math.log10(np.mean(np.square(v)))
+
+
+def _voice(seconds: float = 3.0) -> np.ndarray:
+    x, sr = sf.read(EXAMPLES / "and_its_all.wav", dtype="float64", always_2d=True)
+    assert sr == FS
+    return x[: int(seconds * sr)].T  # (channels, n)
+
+
+def _sine(freq, amp, n, fs=FS, phase=0.0) -> np.ndarray:
+    return amp * np.sin(2 * np.pi * freq * np.arange(n) / fs + phase)
+
+
+def _spectrum_db(y: np.ndarray, fs=FS):
+    """Blackman-Harris windowed magnitude spectrum in dB re its largest bin, and the bin frequencies."""
+    w = ss.get_window("blackmanharris", y.size)
+    mag = np.abs(np.fft.rfft(y * w))
+    return 20 * np.log10(mag / mag.max() + 1e-300), np.fft.rfftfreq(y.size, 1 / fs)
+
+
+def _harmonic_db(spec_db, freqs, f, width_hz=20.0) -> float:
+    """Peak level (dB re the largest bin) within +-width_hz of f."""
+    sel = np.abs(freqs - f) <= width_hz
+    return float(spec_db[sel].max())
+
+
+# ---------------------------------------------------------------------------
+# transparency
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("signal", ["voice", "sine_-6dBFS"])
+def test_rest_setting_is_transparent(signal):
+    """drive 0 dB, asymmetry 0, mix 1: output RMS within 0.1 dB of input and error >= 30 dB below it."""
+    x = _voice() if signal == "voice" else _sine(440.0, 10 ** (-6 / 20), FS)[None]
+    y = _sat(x, drive_db=0.0, asymmetry=0.0, mix=1.0)
+    assert y.shape == x.shape
+    assert abs(_rms_db(y) - _rms_db(x)) < 0.1
+    error_db = _rms_db(y - x) - _rms_db(x)
+    assert error_db < -30.0, f"error {error_db:.1f} dB re input"
+
+
+@pytest.mark.parametrize("drive_db,asymmetry", [(0.0, 0.0), (18.0, 0.7)])
+def test_mix_zero_returns_the_input(drive_db, asymmetry):
+    """mix 0 is the dry signal exactly, whatever the drive."""
+    x = _voice(1.0)
+    y = _sat(x, drive_db=drive_db, asymmetry=asymmetry, mix=0.0)
+    np.testing.assert_allclose(y, x, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("drive_db,asymmetry", [(12.0, 0.0), (24.0, 0.0), (24.0, 1.0)])
+def test_level_is_compensated_at_high_drive(drive_db, asymmetry):
+    """At high drive the output RMS equals the input RMS within 0.5 dB (voice clip and a loud sine)."""
+    for x in (_voice(), _sine(220.0, 0.9, FS)[None]):
+        y = _sat(x, drive_db=drive_db, asymmetry=asymmetry, mix=1.0)
+        assert abs(_rms_db(y) - _rms_db(x)) < 0.5
+        assert abs(np.mean(y)) < 1e-6 * np.sqrt(np.mean(x**2)) + 1e-9  # the bias's DC is removed
+
+
+# ---------------------------------------------------------------------------
+# harmonics
+# ---------------------------------------------------------------------------
+
+
+def test_asymmetry_adds_even_harmonics_and_symmetry_does_not():
+    """12 dB drive on a 1 kHz sine: asymmetry 0.5 gives a 2nd harmonic > -40 dB; asymmetry 0 keeps evens < -80 dB."""
+    f0 = 1000.0
+    n = 2**16
+    x = _sine(f0, 0.5, n)[None]
+    evens = [2 * f0, 4 * f0, 6 * f0]
+    y_sym = _sat(x, drive_db=12.0, asymmetry=0.0, mix=1.0)[0]
+    y_asym = _sat(x, drive_db=12.0, asymmetry=0.5, mix=1.0)[0]
+    spec_sym, freqs = _spectrum_db(y_sym)
+    spec_asym, _ = _spectrum_db(y_asym)
+    assert _harmonic_db(spec_sym, freqs, f0) == 0.0  # the fundamental is the largest component
+    assert _harmonic_db(spec_asym, freqs, f0) == 0.0
+    assert _harmonic_db(spec_asym, freqs, 2 * f0) > -40.0
+    assert max(_harmonic_db(spec_sym, freqs, f) for f in evens) < -80.0
+    # and the symmetric curve really does distort: odd harmonics are there
+    assert _harmonic_db(spec_sym, freqs, 3 * f0) > -60.0
+
+
+def test_aliasing_below_minus_40_db_for_loud_3khz_sine():
+    """3 kHz sine at amplitude 0.99, 12 dB drive, 44.1 kHz: every non-harmonic component >= 40 dB under the fundamental."""
+    f0 = 3000.0
+    n = 2**16
+    x = _sine(f0, 0.99, n)[None]
+    y = _sat(x, drive_db=12.0, asymmetry=0.0, mix=1.0)[0]
+    spec, freqs = _spectrum_db(y)
+    assert _harmonic_db(spec, freqs, f0) == 0.0
+    near = np.zeros_like(freqs, dtype=bool)
+    for k in range(0, int(freqs[-1] // f0) + 1):  # DC and every true harmonic below Nyquist
+        near |= np.abs(freqs - k * f0) <= 30.0  # Blackman-Harris main lobe is +-4 bins = +-2.7 Hz; 30 Hz is generous
+    # the drive must actually create harmonics, else there is nothing to alias
+    assert _harmonic_db(spec, freqs, 3 * f0) > -40.0
+    worst = float(spec[~near].max())
+    assert worst < -40.0, f"aliased component at {freqs[~near][np.argmax(spec[~near])]:.0f} Hz: {worst:.1f} dB"
+
+
+@pytest.mark.parametrize("fs", [22050, 48000, 96000])
+def test_any_rate_keeps_shape_and_level(fs):
+    """Other sample rates (and stereo) keep the shape and, at rest, stay transparent."""
+    x = np.stack([_sine(300.0, 0.5, fs, fs), _sine(500.0, 0.25, fs, fs)])
+    y = _sat(x, fs=fs, drive_db=0.0, asymmetry=0.0, mix=1.0)
+    assert y.shape == x.shape
+    assert _rms_db(y - x) - _rms_db(x) < -30.0
