@@ -211,3 +211,16 @@ def test_ratio_one_is_transparent(threshold, knee):
     y, g = _run(x, threshold_db=threshold, ratio=1.0, knee_db=knee, attack_ms=0.1, release_ms=10.0, makeup_gain_db=0.0)
     np.testing.assert_allclose(y, x, rtol=1e-12, atol=0)
     assert np.all(g == 0)
+
+
+def test_render_path_matches_the_differentiable_path():
+    """The cached Numba ballistics used for rendering give the same gain as torchcomp's differentiable recursion."""
+    torch.manual_seed(3)
+    x = (torch.randn(2, 2, 30000) * torch.linspace(0.01, 0.8, 30000)).to(torch.float32)
+    args = (44100, torch.tensor([-30.0, -12.0]), torch.tensor([4.0, 2.0]), torch.tensor([6.0, 0.0]),
+            torch.tensor([5.0, 0.3]), torch.tensor([100.0, 700.0]), torch.tensor([3.0, 0.0]))
+    with torch.no_grad():
+        y_render, g_render = compressor(x, *args, return_gain=True)
+    y_train, g_train = compressor(x.clone().requires_grad_(), *args, return_gain=True)
+    assert torch.allclose(g_render, g_train.detach(), atol=1e-4)
+    assert torch.allclose(y_render, y_train.detach(), atol=1e-6)

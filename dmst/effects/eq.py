@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 
 import torch
-from dasp_pytorch.signal import freqdomain_fir
 
 # Impulse-response length used for long signals: 2**16 samples is 1.4 s at 44.1 kHz,
 # long enough for a 16 Hz high-pass or a Q 8 bell at 100 Hz to decay below -140 dB.
@@ -130,8 +129,12 @@ def sos_frequency_response(sos: torch.Tensor, n_fft: int) -> torch.Tensor:
     return torch.prod(num / den, dim=-2)
 
 
-def sosfilt_fft(x: torch.Tensor, sos: torch.Tensor) -> torch.Tensor:
+def sosfilt_fft(x: torch.Tensor, sos: torch.Tensor, zero_phase: bool = False) -> torch.Tensor:
     """Filter (batch, channels, samples) ``x`` with per-item cascades ``sos`` (batch, sections, 6).
+
+    ``zero_phase=True`` applies the squared magnitude ``|H|^2`` with no phase shift, as
+    forward-backward filtering (``scipy.signal.sosfiltfilt``) does: for an offline
+    renderer a filter need not be causal.
 
     Short signals: one FFT of length >= 2 x max(N, ``IR_LENGTH``) (linear convolution with the
     sampled IIR response; the FFT must also be long enough for the response itself to decay,
@@ -144,10 +147,17 @@ def sosfilt_fft(x: torch.Tensor, sos: torch.Tensor) -> torch.Tensor:
     complex_dtype = torch.complex128 if x.dtype == torch.float64 else torch.complex64
     if n <= IR_LENGTH:
         n_fft = max(1 << (2 * n - 1).bit_length(), 2 * IR_LENGTH)
-        H = sos_frequency_response(sos, n_fft).to(complex_dtype)
+        H = sos_frequency_response(sos, n_fft)
+        H = (H.abs() ** 2 if zero_phase else H).to(complex_dtype)
+        from dasp_pytorch.signal import freqdomain_fir  # imported here: dasp pulls in scipy (~1 s)
+
         return freqdomain_fir(x, H.unsqueeze(1), n_fft)[..., :n]
     # Impulse response, sampled on a grid twice its kept length so time-aliasing is negligible.
-    h = torch.fft.irfft(sos_frequency_response(sos, 2 * IR_LENGTH), n=2 * IR_LENGTH)[..., :IR_LENGTH].to(x.dtype)
+    H = sos_frequency_response(sos, 2 * IR_LENGTH)
+    if zero_phase:  # the symmetric response, centred in the kept window; the output is advanced to match
+        h = torch.fft.irfft(H.abs() ** 2, n=2 * IR_LENGTH).roll(IR_LENGTH // 2, dims=-1)[..., :IR_LENGTH].to(x.dtype)
+    else:
+        h = torch.fft.irfft(H, n=2 * IR_LENGTH)[..., :IR_LENGTH].to(x.dtype)
     block_length = min(BLOCK_LENGTH, 1 << (n - 1).bit_length())
     n_fft = 1 << (block_length + IR_LENGTH - 1).bit_length()
     block_length = n_fft - IR_LENGTH
@@ -158,7 +168,8 @@ def sosfilt_fft(x: torch.Tensor, sos: torch.Tensor) -> torch.Tensor:
         out = torch.fft.irfft(torch.fft.rfft(block, n=n_fft) * Hb, n=n_fft)
         length = block.shape[-1] + IR_LENGTH
         y[..., start:start + length] = y[..., start:start + length] + out[..., :length]
-    return y[..., :n]
+    delay = IR_LENGTH // 2 if zero_phase else 0
+    return y[..., delay:delay + n]
 
 
 def parametric_eq(x: torch.Tensor, sample_rate: float, **params) -> torch.Tensor:

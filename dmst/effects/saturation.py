@@ -3,8 +3,11 @@
 The waveshaper is ``tanh(g * x / c + b) - tanh(b)``: ``g`` the drive, ``c`` a soft
 ceiling at +12 dBFS (so at 0 dB drive ordinary programme barely bends the curve)
 and ``b`` a bias that makes the curve asymmetric, which adds even harmonics, the
-"tube-like" colour.  The DC the bias leaves is removed and the wet signal is scaled
-to the dry signal's RMS, so drive changes colour, not loudness.
+"tube-like" colour.  Clipping leaves a DC that follows the envelope (a sub-sonic
+thump, from the bias and from the asymmetric waveform of a voice itself); a
+zero-phase 15 Hz high-pass on the wet signal removes it without shifting the phase
+of the voice (-0.1 dB at 40 Hz).  The wet signal is then scaled to the dry signal's
+RMS, so drive changes colour, not loudness.
 
 Aliasing is kept down by running the curve at ``OVERSAMPLE`` x the sample rate
 (band-limited sinc resampling, torchaudio's Kaiser-windowed resampler), the
@@ -18,6 +21,8 @@ import functools
 import torch
 import torch.nn.functional as F
 import torchaudio.transforms as AT
+
+from .eq import BUTTERWORTH_Q, biquad, sosfilt_fft
 
 OVERSAMPLE = 4
 CEILING = 10 ** (12 / 20)  # soft ceiling of the curve at 0 dB drive: +12 dBFS
@@ -93,10 +98,18 @@ def waveshape(x: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor) -> torch.
     return torch.cat(blocks, dim=-1) if out is None else out
 
 
+DC_BLOCK_HZ = 15.0
+
+
+def dc_block_sos(sample_rate: float, batch: int) -> torch.Tensor:
+    """The wet signal's DC/rumble filter: an RBJ Butterworth high-pass at ``DC_BLOCK_HZ`` (applied zero-phase)."""
+    return biquad("high_pass", DC_BLOCK_HZ, 0.0, BUTTERWORTH_Q, sample_rate).reshape(1, 1, 6).expand(batch, 1, 6)
+
+
 def saturation(x: torch.Tensor, sample_rate: float, drive_db, asymmetry, mix) -> torch.Tensor:
     """Saturate ``x`` (batch, channels, samples); parameters are (batch,) tensors or floats.
 
-    ``sample_rate`` is accepted for a uniform effect signature; the curve is rate-independent.
+    ``sample_rate`` sets the wet signal's DC-blocking filter; the curve itself is rate-independent.
     """
     batch = x.shape[0]
 
@@ -110,13 +123,12 @@ def saturation(x: torch.Tensor, sample_rate: float, drive_db, asymmetry, mix) ->
     mix = col(mix)
     wet = waveshape(x, gain, bias)
     dry_rms = x.pow(2).mean(dim=(1, 2), keepdim=True).add(1e-12).sqrt()
+    wet = sosfilt_fft(wet, dc_block_sos(sample_rate, batch), zero_phase=True)
     if torch.is_grad_enabled() and (wet.requires_grad or mix.requires_grad or x.requires_grad):
-        wet = wet - wet.mean(dim=-1, keepdim=True)
         wet_rms = wet.pow(2).mean(dim=(1, 2), keepdim=True).add(1e-12).sqrt()
         wet = wet * (dry_rms / wet_rms)
         return (1 - mix) * x + mix * wet
     # The same arithmetic in place (inference): one signal-sized temporary instead of five.
-    wet -= wet.mean(dim=-1, keepdim=True)
     wet_rms = wet.pow(2).mean(dim=(1, 2), keepdim=True).add(1e-12).sqrt()
     wet *= dry_rms / wet_rms
     wet *= mix
