@@ -57,14 +57,16 @@ def fit_params(raw: torch.Tensor, mixed: torch.Tensor, sample_rate: int, steps: 
     for _ in it:
         params = schema.denormalize(torch.sigmoid(logits).expand(raw_x.shape[0], -1))
         loss = loss_fn(render(raw_x, sample_rate, params, staging_db=staging), mix_x)
+        before = logits.detach().clone()
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
-        if float(loss) < best[0]:
-            best = (float(loss), logits.detach().clone())
+        value = loss.item()
+        if value < best[0]:  # the loss was measured before this step's update: keep the logits it was measured at
+            best = (value, before)
         if progress:
-            it.set_postfix(loss=f"{float(loss):.4f}")
+            it.set_postfix(loss=f"{value:.4f}")
     return schema.unstack(schema.denormalize(torch.sigmoid(best[1]).double()))[0], best[0]
 
 
