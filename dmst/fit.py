@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import torch
 
 from . import schema
 from .console import render
-from .data import align, estimate_offset, to_mono
+from .data import Pair, check_pairs, to_mono
 from .effects.gain import staging_gain_db
 from .losses import MixLoss
 
@@ -33,13 +34,14 @@ def excerpt_segments(raw: torch.Tensor, mixed: torch.Tensor, sample_rate: int):
 
 
 def fit_params(raw: torch.Tensor, mixed: torch.Tensor, sample_rate: int, steps: int = 300, lr: float = 0.05,
-               progress: bool = False, init: dict | None = None) -> tuple[dict, float]:
+               progress: bool = False, init: dict | None = None, staging_db: float | None = None) -> tuple[dict, float]:
     """Optimise one setting so that console(raw) matches ``mixed``; both (channels, n), aligned.
 
+    ``staging_db``: the console's input gain if already measured on the whole raw file.
     Returns (nested params, final loss).  Deterministic for a given input.
     """
     raw, mixed = to_mono(raw), to_mono(mixed)
-    staging = staging_gain_db(raw[None], sample_rate)
+    staging = staging_gain_db(raw[None], sample_rate) if staging_db is None else torch.tensor([float(staging_db)])
     raw_x, mix_x = excerpt_segments(raw, mixed, sample_rate)
     staging = staging.expand(raw_x.shape[0])
     start = schema.normalize(schema.stack([init])) if init else schema.default_normalized()[None]
@@ -81,18 +83,17 @@ def main(argv=None) -> int:
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     args = p.parse_args(argv)
     try:
-        raw, sr_raw = read_audio(args.raw)[:2]
-        mixed, sr_mix = read_audio(args.mixed)[:2]
-        raw, mixed = torch.from_numpy(raw), torch.from_numpy(mixed)
-        if sr_mix != sr_raw:
-            import torchaudio.functional as AF
-
-            mixed = AF.resample(mixed, sr_mix, sr_raw)
-        offset_ms, corr = estimate_offset(raw, mixed, sr_raw)
-        if abs(corr) < 0.3:
-            raise AudioFileError(f"{args.mixed} does not correlate with {args.raw} (correlation {corr:.2f}); is it a mix of this recording?")
-        raw, mixed = align(raw, mixed, offset_ms, sr_raw)
-        params, loss = fit_params(raw, mixed, sr_raw, steps=args.steps, progress=True)
+        sample_rate = read_audio(args.raw)[1]
+        read_audio(args.mixed)  # one-line errors for a missing, empty or broken file
+        # The same checks training applies: silence, length, resampling, alignment, polarity, a different song.
+        report = check_pairs([Pair(Path(args.raw).stem, Path(args.raw), Path(args.mixed))], sample_rate=sample_rate, progress=False)
+        if not report.usable:
+            raise AudioFileError(f"cannot fit {args.mixed} to {args.raw}: {report.skipped[0].reason}")
+        for warning in report.warnings:
+            print(f"dmst fit: warning: {warning}", file=sys.stderr)
+        pair = report.usable[0]
+        offset_ms = pair.offset_ms
+        params, loss = fit_params(pair.raw, pair.mixed, sample_rate, steps=args.steps, progress=True, staging_db=pair.staging_db)
         text = schema.to_json(params, source=str(args.raw), fitted_to=str(args.mixed), loss=round(loss, 5), offset_ms=round(offset_ms, 2))
         if args.output:
             write_bytes(args.output, (text + "\n").encode(), inputs=[args.raw, args.mixed], force=args.force)
