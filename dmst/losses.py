@@ -7,12 +7,19 @@
   and between short/long-term level ratios, after the MLDR idea of DiffVox (Steinmetz
   et al., DAFx 2025): it is what tells a loud, squashed mix from a loud, open one, so
   the compressor's style is learned, not only the EQ.
+* :func:`loudness_loss`: the difference in integrated loudness (ITU-R BS.1770-4:
+  K-weighting, 400 ms blocks, absolute and relative gates), in LU.  An engineer
+  delivers to a loudness target; the envelope terms above see level frame by frame,
+  this one sees the number a loudness meter shows.
 """
 from __future__ import annotations
 
 import auraloss
 import torch
 import torch.nn.functional as F
+
+from .effects.eq import sosfilt_fft
+from .effects.gain import BLOCK_SECONDS, MIN_LOUDNESS_LUFS, k_weighting_sos
 
 SHORT_SECONDS = 0.05
 LONG_SECONDS = 1.0
@@ -50,14 +57,45 @@ def level_dynamics_loss(pred: torch.Tensor, target: torch.Tensor, sample_rate: i
     return (level + dynamics) / 10.0
 
 
-class MixLoss(torch.nn.Module):
-    """The training loss: MR-STFT + ``level_weight`` x level/dynamics."""
+def block_loudness_power(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """(batch, channels, samples) -> (batch, blocks): K-weighted mean square of 400 ms blocks, 75 % overlap, channels summed."""
+    sos = k_weighting_sos(sample_rate).to(x.dtype).to(x.device).expand(x.shape[0], -1, -1)
+    y = sosfilt_fft(x, sos)
+    block = int(round(BLOCK_SECONDS * sample_rate))
+    if y.shape[-1] < block:  # a clip shorter than one block is one (zero-padded) block, as in integrated_loudness
+        y = F.pad(y, (0, block - y.shape[-1]))
+    return F.avg_pool1d(y.pow(2).sum(dim=1, keepdim=True), block, stride=int(round(block / 4)))[:, 0]
 
-    def __init__(self, sample_rate: int, level_weight: float = 1.0):
+
+def loudness_loss(pred: torch.Tensor, target: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """Mean |integrated loudness of pred - of target| in LU / 10 (BS.1770-4).
+
+    The gates (absolute -70 LUFS, relative -10 LU) are decided on the target and the
+    same blocks are measured in both, so the difference is smooth in the prediction.
+    For a prediction that is the target times a gain, it is exactly that gain in dB / 10.
+    """
+    zp, zt = block_loudness_power(pred, sample_rate), block_loudness_power(target, sample_rate).detach()
+    lt = -0.691 + 10 * torch.log10(zt.clamp_min(1e-30))
+    gated = lt > MIN_LOUDNESS_LUFS
+    absolute = (zt * gated).sum(-1, keepdim=True) / gated.sum(-1, keepdim=True).clamp_min(1)
+    keep = (gated & (lt > -0.691 + 10 * torch.log10(absolute.clamp_min(1e-30)) - 10)).to(zp.dtype)
+    count = keep.sum(-1).clamp_min(1)
+    loud_p = 10 * torch.log10(((zp * keep).sum(-1) / count).clamp_min(1e-30))
+    loud_t = 10 * torch.log10(((zt * keep).sum(-1) / count).clamp_min(1e-30))
+    has_signal = keep.sum(-1) > 0  # a silent target has no loudness to match
+    return ((loud_p - loud_t).abs() * has_signal).sum() / has_signal.sum().clamp_min(1) / 10.0
+
+
+class MixLoss(torch.nn.Module):
+    """The training loss: MR-STFT + ``level_weight`` x level/dynamics + ``loudness_weight`` x loudness."""
+
+    def __init__(self, sample_rate: int, level_weight: float = 1.0, loudness_weight: float = 2.0):
         super().__init__()
         self.sample_rate = sample_rate
         self.level_weight = level_weight
+        self.loudness_weight = loudness_weight
         self.stft = MultiResolutionSTFT()
 
     def forward(self, pred, target):
-        return self.stft(pred, target) + self.level_weight * level_dynamics_loss(pred, target, self.sample_rate)
+        return (self.stft(pred, target) + self.level_weight * level_dynamics_loss(pred, target, self.sample_rate)
+                + self.loudness_weight * loudness_loss(pred, target, self.sample_rate))
