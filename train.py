@@ -54,6 +54,11 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def lr_factor(progress: float) -> float:
+    """Cosine decay from 1 to 0.1 over the run (Loshchilov & Hutter, "SGDR", ICLR 2017): late steps refine, not jump."""
+    return 0.1 + 0.45 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+
+
 def fail(message: str) -> None:
     print(f"dmst train: error: {message}", file=sys.stderr)
     raise SystemExit(2)
@@ -142,9 +147,10 @@ def main(argv=None):
         encoder = Encoder(global_only=args.global_only)
     encoder.to(device).train()
     # The learned default moves faster than the network: it carries the style's average.
+    base_lrs = [args.lr * 10, args.lr]
     optimizer = torch.optim.AdamW(
-        [{"params": [encoder.default_logits], "lr": args.lr * 10, "weight_decay": 0.0},
-         {"params": [p for n, p in encoder.named_parameters() if n != "default_logits"], "lr": args.lr}],
+        [{"params": [encoder.default_logits], "lr": base_lrs[0], "weight_decay": 0.0},
+         {"params": [p for n, p in encoder.named_parameters() if n != "default_logits"], "lr": base_lrs[1]}],
         weight_decay=1e-4,
     )
     loss_fn = MixLoss(SAMPLE_RATE).to(device)
@@ -166,6 +172,13 @@ def main(argv=None):
     def budget_left() -> bool:
         return args.time_budget is None or elapsed_before + time.monotonic() - started < args.time_budget * 60
 
+    def progress(epoch: int, step: int) -> float:
+        """How far through the run we are: by steps, or by the clock when a time budget ends it sooner."""
+        by_steps = (epoch - 1 + step / steps_per_epoch) / args.epochs
+        if args.time_budget is None:
+            return by_steps  # deterministic: a resumed run follows the same schedule
+        return max(by_steps, (elapsed_before + time.monotonic() - started) / (args.time_budget * 60))
+
     # ---- training loop -----------------------------------------------------------
     steps_per_epoch = math.ceil(len(train_pairs) / args.batch_size)
     stopped_early = False
@@ -181,6 +194,8 @@ def main(argv=None):
                 break
             batch = [train_pairs[i] for i in order[step * args.batch_size:(step + 1) * args.batch_size]]
             raw, mix, staging = batch_of_crops(batch, crop, gen, device)
+            for group, base_lr in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = base_lr * lr_factor(progress(epoch, step))
             loss = loss_fn(predict_and_render(encoder, raw, staging), mix)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
