@@ -125,12 +125,12 @@ def test_asymmetry_adds_even_harmonics_and_symmetry_does_not():
     assert _harmonic_db(spec_sym, freqs, 3 * f0) > -60.0
 
 
-def test_aliasing_below_minus_40_db_for_loud_3khz_sine():
-    """3 kHz sine at amplitude 0.99, 12 dB drive, 44.1 kHz: every non-harmonic component >= 40 dB under the fundamental."""
-    f0 = 3000.0
+@pytest.mark.parametrize("f0, drive_db", [(3000.0, 12.0), (5000.0, 24.0)])
+def test_aliasing_below_minus_40_db_for_loud_sines(f0, drive_db):
+    """A sine at amplitude 0.99, 44.1 kHz, up to full drive: every non-harmonic component >= 40 dB under the fundamental."""
     n = 2**16
     x = _sine(f0, 0.99, n)[None]
-    y = _sat(x, drive_db=12.0, asymmetry=0.0, mix=1.0)[0]
+    y = _sat(x, drive_db=drive_db, asymmetry=0.0, mix=1.0)[0]
     spec, freqs = _spectrum_db(y)
     assert _harmonic_db(spec, freqs, f0) == 0.0
     near = np.zeros_like(freqs, dtype=bool)
