@@ -19,28 +19,31 @@ Filters for Time-varying Audio Systems", DAFx 2024).
 """
 from __future__ import annotations
 
-import math
+import functools
 import warnings
 
-import numba
 import numpy as np
 import torch
-
-with warnings.catch_warnings():
-    # torchlpc falls back to its Numba kernels when its C++ extension is absent; that is fine here.
-    warnings.simplefilter("ignore")
-    from torchcomp import compressor_core
 
 LEVEL_FLOOR_DB = -120.0
 
 
-@numba.njit(cache=True)
-def _ballistics(target_db, attack, release):  # pragma: no cover - compiled
+def _compressor_core():
+    """torchcomp's differentiable recursion, imported on first use (it loads Numba: ~0.3 s)."""
+    with warnings.catch_warnings():
+        # torchlpc falls back to its Numba kernels when its C++ extension is absent; that is fine here.
+        warnings.simplefilter("ignore")
+        from torchcomp import compressor_core
+    return compressor_core
+
+
+def _ballistics_py(target_db, attack, release):
     """Both smoothing passes of :func:`compressor` fused, for rendering without gradients.
 
     Exactly the recursions torchcomp's ``compressor_core`` runs (same operations in the
-    same order), but compiled once and cached on disk: torchcomp's kernel is compiled
-    again in every new process, which costs a command-line render 1-2 s.
+    same order), compiled by Numba once and cached on disk (see :func:`_ballistics`):
+    torchcomp's kernel is compiled again in every new process, which costs a
+    command-line render 1-2 s.
     """
     batch, n = target_db.shape
     out = np.empty_like(target_db)
@@ -62,6 +65,18 @@ def _ballistics(target_db, attack, release):  # pragma: no cover - compiled
                 gain = held
             out[b, t] = gain
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def _compiled_ballistics():
+    import numba  # imported on first use: commands that never render (params, presets) skip its ~0.3 s
+
+    return numba.njit(cache=True)(_ballistics_py)
+
+
+def _ballistics(target_db: np.ndarray, attack: np.ndarray, release: np.ndarray) -> np.ndarray:
+    return _compiled_ballistics()(target_db, attack, release)
+
 
 
 def time_constant_coefficient(time_ms: torch.Tensor, sample_rate: float) -> torch.Tensor:
@@ -129,6 +144,7 @@ def compressor(
     attack = time_constant_coefficient(attack_ms, sample_rate)
     release = time_constant_coefficient(release_ms, sample_rate)
     if torch.is_grad_enabled() and (target_db.requires_grad or attack.requires_grad or release.requires_grad):
+        compressor_core = _compressor_core()
         instant = torch.ones_like(attack)
         start = torch.zeros_like(attack)
         # Pass 1: instant attack, exponential release -> peak hold of the gain reduction.
