@@ -9,16 +9,16 @@ there).  Each (case, implementation) runs in its own child process, so its peak
 memory (``VmHWM``, the peak resident set size, input audio and libraries included)
 is its own.  Inside a child:
 
-* one render of a 1 s clip (first call: includes numba's JIT of the compressor
-  kernels), then a second render of the same clip; their difference is reported as
-  the first-call (JIT) cost;
+* one render of a 1 s clip (first call: includes compiling the compressor's loop
+  and building the resampling kernels), then a second render of the same clip;
+  their difference is reported as the first-call cost;
 * the timed render of the whole file under ``torch.no_grad()`` (best of
   ``--repeats`` for the short case), giving wall time and real-time factor;
 * for dmst, afterwards, one more pass timed stage by stage (staging, EQ,
   compressor, saturation, output gain).
 
 dmst runs twice per case: with the libraries' default thread pools (torch intra-op
-threads = cores; numba's for the compressor kernels) and pinned to one thread.  On a
+threads = cores) and pinned to one thread.  On a
 small shared machine the single-threaded run is often faster and always steadier:
 OpenMP pools spin against other processes.
 
@@ -184,11 +184,9 @@ def _pedalboard_renderer(sample_rate: int):
 
 def child(impl: str, path: str, sample_rate: int, repeats: int, threads: int) -> dict:
     if threads > 0:
-        import numba
         import torch
 
         torch.set_num_threads(threads)
-        numba.set_num_threads(threads)
     t0 = time.perf_counter()
     run = _dmst_renderer(sample_rate) if impl == "dmst" else _pedalboard_renderer(sample_rate)
     import_s = time.perf_counter() - t0

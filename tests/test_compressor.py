@@ -214,7 +214,7 @@ def test_ratio_one_is_transparent(threshold, knee):
 
 
 def test_render_path_matches_the_differentiable_path():
-    """The cached Numba ballistics used for rendering give the same gain as torchcomp's differentiable recursion."""
+    """The compiled ballistics used for rendering give the same gain as torchcomp's differentiable recursion."""
     torch.manual_seed(3)
     x = (torch.randn(2, 2, 30000) * torch.linspace(0.01, 0.8, 30000)).to(torch.float32)
     args = (44100, torch.tensor([-30.0, -12.0]), torch.tensor([4.0, 2.0]), torch.tensor([6.0, 0.0]),
@@ -224,3 +224,43 @@ def test_render_path_matches_the_differentiable_path():
     y_train, g_train = compressor(x.clone().requires_grad_(), *args, return_gain=True)
     assert torch.allclose(g_render, g_train.detach(), atol=1e-4)
     assert torch.allclose(y_render, y_train.detach(), atol=1e-6)
+
+
+def _ballistics_reference(target_db, attack, release):
+    """The two smoothing passes as a plain Python loop, in float64 (the documented recursion, written out)."""
+    out = np.empty(target_db.shape)
+    for b in range(target_db.shape[0]):
+        held = gain = 0.0
+        a, r = float(attack[b]), float(release[b])
+        for t, f in enumerate(target_db[b].tolist()):
+            held = f if f < held else held * (1 - r) + r * f
+            gain = gain * (1 - a) + a * held if held < gain else held
+            out[b, t] = gain
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_compiled_ballistics_equal_a_plain_python_loop(dtype):
+    from dmst.effects._ballistics import ballistics
+
+    rng = np.random.default_rng(7)
+    target = np.minimum(0.0, rng.standard_normal((3, 5000)).cumsum(axis=1) * 0.5)  # wandering gain reduction, <= 0
+    attack = np.array([1.0, 0.05, 0.0007])
+    release = np.array([0.3, 0.002, 0.00003])
+    t = torch.from_numpy(target).to(dtype)
+    got = ballistics(t, torch.from_numpy(attack), torch.from_numpy(release))
+    assert got.dtype == dtype and got.shape == t.shape
+    # float64 in, float64 state: the same operations, so equal to rounding; float32 in: state is float64, output rounded
+    want = _ballistics_reference(t.double().numpy(), torch.from_numpy(attack).to(dtype).double().numpy(),
+                                 torch.from_numpy(release).to(dtype).double().numpy())
+    np.testing.assert_allclose(got.double().numpy(), want, rtol=0, atol=1e-12 if dtype == torch.float64 else 1e-5)
+    assert float(np.abs(want).max()) > 1.0  # the signal really is compressed
+
+
+def test_compiled_ballistics_reject_mismatched_coefficients():
+    from dmst.effects._ballistics import ballistics
+
+    with pytest.raises(ValueError, match="one attack and release coefficient per item"):
+        ballistics(torch.zeros(2, 10), torch.zeros(1), torch.zeros(2))
+    with pytest.raises(TypeError, match="float32 or float64"):
+        ballistics(torch.zeros(1, 10, dtype=torch.float16), torch.zeros(1), torch.zeros(1))

@@ -13,17 +13,18 @@ Compressor Design - A Tutorial and Analysis", JAES 60(6), 2012:
    ``release_ms``: both knobs are exact one-pole time constants.
 4. Make-up gain.
 
-The two smoothing passes run on torchcomp's ``compressor_core`` (a branching
-one-pole recursion with exact gradients, Yu et al., "Differentiable All-pole
-Filters for Time-varying Audio Systems", DAFx 2024).
+For training, the two smoothing passes run on torchcomp's ``compressor_core`` (a
+branching one-pole recursion with exact gradients, Yu et al., "Differentiable
+All-pole Filters for Time-varying Audio Systems", DAFx 2024).  For rendering without
+gradients, the same recursions run as one compiled loop (:mod:`._ballistics`).
 """
 from __future__ import annotations
 
-import functools
 import warnings
 
-import numpy as np
 import torch
+
+from ._ballistics import ballistics
 
 LEVEL_FLOOR_DB = -120.0
 
@@ -35,48 +36,6 @@ def _compressor_core():
         warnings.simplefilter("ignore")
         from torchcomp import compressor_core
     return compressor_core
-
-
-def _ballistics_py(target_db, attack, release):
-    """Both smoothing passes of :func:`compressor` fused, for rendering without gradients.
-
-    Exactly the recursions torchcomp's ``compressor_core`` runs (same operations in the
-    same order), compiled by Numba once and cached on disk (see :func:`_ballistics`):
-    torchcomp's kernel is compiled again in every new process, which costs a
-    command-line render 1-2 s.
-    """
-    batch, n = target_db.shape
-    out = np.empty_like(target_db)
-    for b in range(batch):
-        held = target_db.dtype.type(0.0)
-        gain = target_db.dtype.type(0.0)
-        a, r = attack[b], release[b]
-        for t in range(n):
-            f = target_db[b, t]
-            if f < held:  # pass 1: instant attack...
-                held = f
-            else:  # ...exponential release
-                held *= 1 - r
-                held += r * f
-            if held < gain:  # pass 2: attack-only smoothing...
-                gain *= 1 - a
-                gain += a * held
-            else:  # ...recovery follows the held value
-                gain = held
-            out[b, t] = gain
-    return out
-
-
-@functools.lru_cache(maxsize=1)
-def _compiled_ballistics():
-    import numba  # imported on first use: commands that never render (params, presets) skip its ~0.3 s
-
-    return numba.njit(cache=True)(_ballistics_py)
-
-
-def _ballistics(target_db: np.ndarray, attack: np.ndarray, release: np.ndarray) -> np.ndarray:
-    return _compiled_ballistics()(target_db, attack, release)
-
 
 
 def time_constant_coefficient(time_ms: torch.Tensor, sample_rate: float) -> torch.Tensor:
@@ -153,8 +112,7 @@ def compressor(
         gain_db = compressor_core(held_db, start, attack, instant)
         del held_db
     else:
-        gain_db = torch.from_numpy(_ballistics(target_db.detach().cpu().numpy(), attack.detach().cpu().numpy(),
-                                               release.detach().cpu().numpy())).to(x.device)
+        gain_db = ballistics(target_db, attack, release)  # the same recursions, compiled (dmst/effects/_ballistics.py)
     del target_db
 
     if torch.is_grad_enabled() and (gain_db.requires_grad or makeup_gain_db.requires_grad):
