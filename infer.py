@@ -3,9 +3,7 @@
 Runs the same command line as the ``dmst`` console script (see :mod:`dmst.cli`), for
 use straight from a checkout without installing the package.
 """
-import sys
-
-from dmst.cli import main
+from dmst.cli import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

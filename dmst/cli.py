@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import io
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -581,5 +582,21 @@ def main(argv=None) -> int:
         return EXIT_USER_ERROR
 
 
+def run() -> None:
+    """The ``dmst`` program: :func:`main`, then an immediate exit with its status.
+
+    By then every output is written, closed and renamed into place.  A normal
+    interpreter shutdown would spend another ~0.45 s tearing down torch's modules
+    (measured on a 2-core CPU), which a person would wait for after every command.
+    """
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (BrokenPipeError, OSError):  # e.g. `dmst params x.wav | head -1`: the reader has gone
+        pass
+    os._exit(code if isinstance(code, int) else 1)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
