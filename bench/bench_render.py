@@ -39,28 +39,38 @@ def make_vocal(path: Path, seconds: float) -> None:
 
 
 def breakdown(source: Path, output: Path, model_name: str) -> dict[str, float]:
-    """One in-process pass, timed step by step (imports included), for locating the cost."""
+    """One fresh process doing what ``dmst render`` does, timed step by step, for locating the cost.
+
+    "start-up" is Python plus every import; "exit" is the process's end after the
+    file is written (``dmst`` leaves with ``os._exit``, skipping the module teardown).
+    """
     code = f"""
-import json, time
+import json, os, sys, time
 t = {{}}; t0 = time.perf_counter()
-import torch, dmst.cli, dmst.console, dmst.encoder, dmst.audio_io as io
-t["import"] = time.perf_counter() - t0; t0 = time.perf_counter()
+import torch, dmst.cli as cli, dmst.encoder, dmst.audio_io as io
+t["imports"] = time.perf_counter() - t0; t0 = time.perf_counter()
 model = dmst.encoder.load_model({model_name!r})
 t["model load"] = time.perf_counter() - t0; t0 = time.perf_counter()
 audio, sr, _ = io.read_audio({str(source)!r})
 t["read"] = time.perf_counter() - t0; t0 = time.perf_counter()
-params = model.predict(torch.from_numpy(audio), sr)
+staging_db = cli._staging_db(audio, sr)
+t["loudness (staging)"] = time.perf_counter() - t0; t0 = time.perf_counter()
+params = model.predict(torch.from_numpy(audio), sr, staging_db=staging_db[0])
 t["predict"] = time.perf_counter() - t0; t0 = time.perf_counter()
-y = dmst.cli._render(audio, sr, params)
+y = cli._render(audio, sr, params, staging_db)
 t["render"] = time.perf_counter() - t0; t0 = time.perf_counter()
 io.true_peak_dbfs(y, sr)
 t["true peak"] = time.perf_counter() - t0; t0 = time.perf_counter()
 io.write_audio({str(output)!r}, y, sr, bit_depth="24", force=True)
 t["write"] = time.perf_counter() - t0
-print(json.dumps(t))
+print(json.dumps(t)); sys.stdout.flush(); os._exit(0)
 """
+    start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    return {k: round(v, 3) for k, v in json.loads(proc.stdout.strip().splitlines()[-1]).items()}
+    total = time.perf_counter() - start
+    steps = json.loads(proc.stdout.strip().splitlines()[-1])
+    steps["interpreter start + exit"] = total - sum(steps.values())
+    return {k: round(v, 3) for k, v in steps.items()}
 
 
 def main(argv=None) -> int:
