@@ -149,3 +149,22 @@ def test_any_rate_keeps_shape_and_level(fs):
     y = _sat(x, fs=fs, drive_db=0.0, asymmetry=0.0, mix=1.0)
     assert y.shape == x.shape
     assert _rms_db(y - x) - _rms_db(x) < -30.0
+
+
+@pytest.mark.parametrize("n", [1, 37, 1000, 2**15 + 3, 200_001])
+def test_oversampling_equals_torchaudio_resample(n):
+    """The cached, piecewise polyphase resamplers give torchaudio's own resampling of the same kernel."""
+    import importlib
+
+    import torchaudio.functional as AF
+
+    S = importlib.import_module("dmst.effects.saturation")
+    x = torch.from_numpy(np.random.default_rng(n).standard_normal((2, 1, n)).astype(np.float32))
+    up = S._upsample(x)
+    want_up = AF.resample(x, 1, S.OVERSAMPLE, **S._RESAMPLE)
+    assert up.shape == want_up.shape
+    torch.testing.assert_close(up, want_up, rtol=0, atol=1e-5)
+    down = S._downsample(up)
+    want_down = AF.resample(up, S.OVERSAMPLE, 1, **S._RESAMPLE)
+    assert down.shape == want_down.shape == x.shape
+    torch.testing.assert_close(down, want_down, rtol=0, atol=1e-5)

@@ -49,10 +49,31 @@ def _resamplers(dtype: torch.dtype, device: torch.device):
     return up, down_poly, down.width
 
 
+PIECE_LENGTH = 2**15  # convolutions run on pieces of this many output samples, as one batch
+
+
+def _windows(padded: torch.Tensor, count: int, length: int, step: int) -> torch.Tensor:
+    """(rows, N) -> (rows * count, length): ``count`` overlapping windows starting every ``step`` samples.
+
+    A long signal cut into many short rows (each with the filter's context) runs as one
+    batched convolution about 1.5x faster on CPU than one long row, with the same sums.
+    """
+    rows = padded.shape[0]
+    return padded.as_strided((rows, count, length), (padded.stride(0), step, 1)).reshape(rows * count, length)
+
+
 def _upsample(x: torch.Tensor) -> torch.Tensor:
-    """``torchaudio.functional.resample(x, 1, OVERSAMPLE, **_RESAMPLE)`` with a cached kernel."""
+    """``torchaudio.functional.resample(x, 1, OVERSAMPLE, **_RESAMPLE)`` with a cached kernel (equal values)."""
     up, _, _ = _resamplers(x.dtype, x.device)
-    return up(x)
+    kernel, width, taps = up.kernel, up.width, up.kernel.shape[-1]
+    shape, n = x.shape[:-1], x.shape[-1]
+    rows = x.reshape(-1, n)
+    count = -(-n // PIECE_LENGTH)
+    length = -(-n // count)
+    padded = F.pad(rows, (width, width + 1 + count * length - n)).contiguous()  # torchaudio's padding, and more
+    y = F.conv1d(_windows(padded, count, length + taps - 1, length)[:, None], kernel)  # (pieces, OVERSAMPLE, length)
+    y = y.reshape(rows.shape[0], count, OVERSAMPLE, length).transpose(2, 3).reshape(rows.shape[0], -1)
+    return y[:, : OVERSAMPLE * n].reshape(shape + (OVERSAMPLE * n,))
 
 
 def _downsample(x: torch.Tensor) -> torch.Tensor:
@@ -65,10 +86,15 @@ def _downsample(x: torch.Tensor) -> torch.Tensor:
     _, kernel, width = _resamplers(x.dtype, x.device)
     shape, n = x.shape[:-1], x.shape[-1]
     assert n % OVERSAMPLE == 0
-    padded = F.pad(x.reshape(-1, n), (width, width + OVERSAMPLE))  # as torchaudio pads
-    phases = padded.reshape(padded.shape[0], -1, OVERSAMPLE).transpose(1, 2)  # (rows, OVERSAMPLE, length / OVERSAMPLE)
-    y = F.conv1d(phases, kernel, groups=OVERSAMPLE).sum(dim=1)[:, : n // OVERSAMPLE]
-    return y.reshape(shape + (n // OVERSAMPLE,))
+    m, taps = n // OVERSAMPLE, kernel.shape[-1]
+    count = -(-m // PIECE_LENGTH)
+    length = -(-m // count)
+    rows = x.reshape(-1, n)
+    padded = F.pad(rows, (width, max(width + OVERSAMPLE, OVERSAMPLE * (count * length + taps - 1) - n - width))).contiguous()
+    windows = _windows(padded, count, OVERSAMPLE * (length + taps - 1), OVERSAMPLE * length)
+    phases = windows.reshape(windows.shape[0], length + taps - 1, OVERSAMPLE).transpose(1, 2)  # (pieces, OVERSAMPLE, .)
+    y = F.conv1d(phases, kernel, groups=OVERSAMPLE).sum(dim=1)  # (pieces, length)
+    return y.reshape(rows.shape[0], -1)[:, :m].reshape(shape + (m,))
 
 
 def _shape(x, gain, bias):
