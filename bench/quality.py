@@ -1,6 +1,6 @@
 """Does dmst learn a style it was never shown?  The style-transfer quality benchmark.
 
-    python bench/quality.py [--voices ../shared/data/voices] [--minutes 20]
+    python bench/quality.py [--voices ../shared/data/voices] [--minutes 20] [--reuse-fixed]
 
 1. Held-out real voices (the `fillets-ng-data-cs` recordings, never used for the
    bundled model) are mixed with `other_style` (dmst/house_style.py), an adaptive
@@ -74,6 +74,9 @@ def main(argv=None):
     p.add_argument("--work", default=str(ROOT / "runs" / "quality"))
     p.add_argument("--minutes", type=float, default=20.0, help="fine-tuning CPU budget")
     p.add_argument("--fit-steps", type=int, default=150, help="optimiser steps per song for the ceiling")
+    p.add_argument("--reuse-fixed", action="store_true",
+                   help="reuse the raw-input, default-model and ceiling results saved by an earlier run in --work "
+                        "(valid only while the console DSP and the default model are unchanged)")
     args = p.parse_args(argv)
     work = Path(args.work)
     train_files, test_files = pick_files(Path(args.voices))
@@ -93,25 +96,39 @@ def main(argv=None):
         train.main(common + ["--out", str(work / "global"), "--global", "--epochs", "40", "--time-budget", "4", "--lr", "3e-3"])
         timings["global_s"] = time.monotonic() - t
 
+    # Rows that do not depend on the fine-tuning: the raw input, the default model and the ceiling.
+    fixed_file = work / "fixed_rows.json"
+    fixed = json.loads(fixed_file.read_text()) if args.reuse_fixed and fixed_file.exists() else None
     models = {"default model": load_model("default"), "global setting": load_model(work / "global" / "model.pt"),
               "fine-tuned": load_model(work / "finetuned" / "model.pt")}
-    rows = {name: [] for name in ["raw input", *models, "per-song ceiling"]}
-    perr = {name: [] for name in [*models, "per-song ceiling"]}
+    if fixed is not None:
+        del models["default model"]
+    rows = {name: [] for name in ["raw input", "default model", "global setting", "fine-tuned", "per-song ceiling"]}
+    perr = {name: [] for name in ["default model", "global setting", "fine-tuned", "per-song ceiling"]}
     for f in tqdm(test_files, desc="evaluating", file=sys.stderr):
         raw, mixed, sr = load(work / "test", f.stem)
         true = schema.stack([truth[f.stem]])
-        rows["raw input"].append(audio_metrics(raw[None], mixed[None], sr))
         for name, model in models.items():
             params = model.predict(raw, sr)
             flat = schema.stack([params])
             with torch.no_grad():
                 rows[name].append(audio_metrics(render(raw[None], sr, flat), mixed[None], sr))
             perr[name].append(parameter_error(flat, true))
+        if fixed is not None:
+            continue
+        rows["raw input"].append(audio_metrics(raw[None], mixed[None], sr))
         fitted, _ = fit_params(raw, mixed, sr, steps=args.fit_steps)
         flat = schema.stack([fitted])
         with torch.no_grad():
             rows["per-song ceiling"].append(audio_metrics(render(raw[None], sr, flat), mixed[None], sr))
         perr["per-song ceiling"].append(parameter_error(flat, true))
+    fixed_names = ["raw input", "default model", "per-song ceiling"]
+    if fixed is None:
+        fixed_file.write_text(json.dumps({"rows": {k: rows[k] for k in fixed_names},
+                                          "perr": {k: perr[k] for k in fixed_names if k in perr}}))
+    else:
+        rows.update(fixed["rows"])
+        perr.update(fixed["perr"])
 
     summary = {name: mean_metrics(r) for name, r in rows.items()}
     for name, errs in perr.items():
