@@ -16,13 +16,10 @@ for Modeling Vacuum-Tube Guitar Amplifiers", CMJ 33(2), 2009).
 """
 from __future__ import annotations
 
-import functools
-
 import torch
-import torch.nn.functional as F
-import torchaudio.transforms as AT
 
 from .eq import BUTTERWORTH_Q, biquad, sosfilt_fft
+from .resample import downsample, upsample
 
 OVERSAMPLE = 2  # alias products stay >= 50 dB down even at full drive (tests/test_saturation.py)
 CEILING = 10 ** (12 / 20)  # soft ceiling of the curve at 0 dB drive: +12 dBFS
@@ -33,68 +30,12 @@ _PAD = 64  # samples of context per block at the base rate (> the resampler's ha
 BLOCK_LENGTH = 2**18
 
 
-@functools.lru_cache(maxsize=8)
-def _resamplers(dtype: torch.dtype, device: torch.device):
-    """The up- and down-sampling kernels, computed once per dtype and device.
-
-    They are exactly the kernels ``torchaudio.functional.resample(x, 1, OVERSAMPLE, **_RESAMPLE)``
-    and ``resample(x, OVERSAMPLE, 1, **_RESAMPLE)`` build on every call (same dtype, same formulas).
-    """
-    up = AT.Resample(1, OVERSAMPLE, dtype=dtype, **_RESAMPLE).to(device)
-    down = AT.Resample(OVERSAMPLE, 1, dtype=dtype, **_RESAMPLE).to(device)
-    # Polyphase form of the strided down-sampling kernel: taps k[OVERSAMPLE * q + r] -> [r, 0, q].
-    taps = down.kernel.shape[-1]
-    assert taps % OVERSAMPLE == 0
-    down_poly = down.kernel.reshape(taps // OVERSAMPLE, OVERSAMPLE).t().reshape(OVERSAMPLE, 1, -1).contiguous()
-    return up, down_poly, down.width
-
-
-PIECE_LENGTH = 2**15  # convolutions run on pieces of this many output samples, as one batch
-
-
-def _windows(padded: torch.Tensor, count: int, length: int, step: int) -> torch.Tensor:
-    """(rows, N) -> (rows * count, length): ``count`` overlapping windows starting every ``step`` samples.
-
-    A long signal cut into many short rows (each with the filter's context) runs as one
-    batched convolution about 1.5x faster on CPU than one long row, with the same sums.
-    """
-    rows = padded.shape[0]
-    return padded.as_strided((rows, count, length), (padded.stride(0), step, 1)).reshape(rows * count, length)
-
-
 def _upsample(x: torch.Tensor) -> torch.Tensor:
-    """``torchaudio.functional.resample(x, 1, OVERSAMPLE, **_RESAMPLE)`` with a cached kernel (equal values)."""
-    up, _, _ = _resamplers(x.dtype, x.device)
-    kernel, width, taps = up.kernel, up.width, up.kernel.shape[-1]
-    shape, n = x.shape[:-1], x.shape[-1]
-    rows = x.reshape(-1, n)
-    count = -(-n // PIECE_LENGTH)
-    length = -(-n // count)
-    padded = F.pad(rows, (width, width + 1 + count * length - n)).contiguous()  # torchaudio's padding, and more
-    y = F.conv1d(_windows(padded, count, length + taps - 1, length)[:, None], kernel)  # (pieces, OVERSAMPLE, length)
-    y = y.reshape(rows.shape[0], count, OVERSAMPLE, length).transpose(2, 3).reshape(rows.shape[0], -1)
-    return y[:, : OVERSAMPLE * n].reshape(shape + (OVERSAMPLE * n,))
+    return upsample(x, OVERSAMPLE, **_RESAMPLE)
 
 
 def _downsample(x: torch.Tensor) -> torch.Tensor:
-    """``torchaudio.functional.resample(x, OVERSAMPLE, 1, **_RESAMPLE)`` for a length divisible by OVERSAMPLE.
-
-    torchaudio runs the kernel as one strided convolution; here the same taps run as a
-    polyphase filter bank (one stride-1 filter per phase, summed), the same sums in
-    another order (equal to float rounding), about twice as fast on CPU.
-    """
-    _, kernel, width = _resamplers(x.dtype, x.device)
-    shape, n = x.shape[:-1], x.shape[-1]
-    assert n % OVERSAMPLE == 0
-    m, taps = n // OVERSAMPLE, kernel.shape[-1]
-    count = -(-m // PIECE_LENGTH)
-    length = -(-m // count)
-    rows = x.reshape(-1, n)
-    padded = F.pad(rows, (width, max(width + OVERSAMPLE, OVERSAMPLE * (count * length + taps - 1) - n - width))).contiguous()
-    windows = _windows(padded, count, OVERSAMPLE * (length + taps - 1), OVERSAMPLE * length)
-    phases = windows.reshape(windows.shape[0], length + taps - 1, OVERSAMPLE).transpose(1, 2)  # (pieces, OVERSAMPLE, .)
-    y = F.conv1d(phases, kernel, groups=OVERSAMPLE).sum(dim=1)  # (pieces, length)
-    return y.reshape(rows.shape[0], -1)[:, :m].reshape(shape + (m,))
+    return downsample(x, OVERSAMPLE, **_RESAMPLE)
 
 
 def _shape(x, gain, bias):
