@@ -317,3 +317,57 @@ def test_zero_phase_matches_sosfiltfilt(n):
     ref = ss.sosfiltfilt(sos[0].numpy(), x[0, 0].numpy(), padtype=None)
     mid = slice(n // 4, 3 * n // 4)
     assert 10 * np.log10(np.sum((y[mid] - ref[mid]) ** 2) / np.sum(ref[mid] ** 2)) < -60  # scipy's own edge transients reach in
+
+
+# ---------------------------------------------------------------------------
+# The compiled recursive biquads used without gradients (loudness meter, DC blocker)
+# ---------------------------------------------------------------------------
+
+def _random_cascades(batch: int, fs: int = 44100) -> torch.Tensor:
+    settings = [dict(schema.default_dict()["eq"]) for _ in range(batch)]
+    settings[0].update(high_pass_freq_hz=80.0, mid_gain_db=6.0, mid_q=4.0, high_shelf_gain_db=-5.0)
+    settings[-1].update(low_shelf_gain_db=8.0, presence_gain_db=-9.0, low_pass_freq_hz=9000.0)
+    return eq_sos(fs, **_stack(settings))
+
+
+@pytest.mark.parametrize("backward", [False, True])
+def test_compiled_sosfilt_equals_scipy(backward):
+    from dmst.effects._biquads import sosfilt
+
+    sos = _random_cascades(2)  # a different 7-section cascade per item
+    x = torch.from_numpy(_white(30000, channels=2, seed=3)).reshape(1, 2, -1).expand(2, -1, -1).contiguous()
+    y = sosfilt(x, sos, backward=backward)
+    for b in range(2):
+        xb = x[b].numpy()[..., ::-1] if backward else x[b].numpy()
+        want = ss.sosfilt(sos[b].numpy(), xb, axis=-1)
+        want = want[..., ::-1] if backward else want
+        np.testing.assert_allclose(y[b].numpy(), want, rtol=0, atol=1e-12)
+    y32 = sosfilt(x.float(), sos, backward=backward)
+    assert y32.dtype == torch.float32
+    np.testing.assert_allclose(y32.double().numpy(), y.numpy(), rtol=0, atol=2e-6)
+    assert not torch.equal(y, x)  # it filtered
+
+
+def test_compiled_sosfiltfilt_is_the_zero_phase_operator():
+    """Forward then backward with a zero tail: scipy's two passes on the zero-extended signal, and the FFT path."""
+    from dmst.effects._biquads import sosfiltfilt
+    from dmst.effects.eq import sosfilt_fft
+
+    from dmst.effects.saturation import dc_block_sos
+
+    fs, tail = 44100, 22050
+    sos = dc_block_sos(fs, 1)
+    x = torch.from_numpy(_white(20000, seed=4)).reshape(1, 1, -1) + 0.3  # a DC offset to remove
+    y = sosfiltfilt(x, sos, tail)
+    padded = np.concatenate([x[0, 0].numpy(), np.zeros(tail)])
+    want = ss.sosfilt(sos[0].numpy(), ss.sosfilt(sos[0].numpy(), padded)[::-1])[::-1][:20000]
+    np.testing.assert_allclose(y[0, 0].numpy(), want, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(y.numpy(), sosfilt_fft(x, sos, zero_phase=True).numpy(), rtol=0, atol=1e-9)
+    assert abs(float(y[..., 5000:15000].mean())) < 0.01  # the offset is gone in the middle
+
+
+def test_compiled_sosfilt_rejects_integer_audio():
+    from dmst.effects._biquads import sosfilt
+
+    with pytest.raises(TypeError, match="float32 or float64"):
+        sosfilt(torch.zeros(1, 1, 10, dtype=torch.int32), _random_cascades(1))

@@ -2,10 +2,7 @@
 
 The passes are branching recursions (see :mod:`dmst.effects.compressor`): they cannot
 be vectorised, and a Python loop over millions of samples is far too slow.  The loop
-is written here as LLVM IR with llvmlite (the JIT layer under Numba) and compiled once
-per process in about 10 ms.  Numba itself would need about 0.85 s in every new process
-(its CPU target loads all of its NumPy support and, through its BLAS check, SciPy),
-which a command-line render of a 3-minute vocal would spend on every call.
+is written here as LLVM IR and compiled once per process (:mod:`._llvm`).
 
 State is kept in float64 whatever the input dtype (as torchcomp's Numba kernel does
 for float32 input); the operations are the ones torchcomp's ``compressor_core`` runs,
@@ -18,6 +15,8 @@ import ctypes
 import functools
 
 import torch
+
+from ._llvm import compile_function
 
 
 def _build_ir(io_double: bool) -> str:
@@ -92,19 +91,8 @@ def _build_ir(io_double: bool) -> str:
 
 @functools.lru_cache(maxsize=2)
 def _compiled(io_double: bool):
-    """(engine, C function) for one I/O dtype; the engine is kept alive with the function."""
-    import llvmlite.binding as llvm
-
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
-    machine = llvm.Target.from_default_triple().create_target_machine(opt=2)
-    module = llvm.parse_assembly(_build_ir(io_double))
-    module.verify()
-    engine = llvm.create_mcjit_compiler(module, machine)
-    engine.finalize_object()
-    signature = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
-                                 ctypes.c_void_p, ctypes.c_void_p)
-    return engine, signature(engine.get_function_address("ballistics"))
+    p, i64 = ctypes.c_void_p, ctypes.c_int64
+    return compile_function(_build_ir(io_double), "ballistics", [p, p, i64, i64, p, p])
 
 
 def ballistics(target_db: torch.Tensor, attack: torch.Tensor, release: torch.Tensor) -> torch.Tensor:
@@ -123,6 +111,6 @@ def ballistics(target_db: torch.Tensor, attack: torch.Tensor, release: torch.Ten
     if a.numel() != batch or r.numel() != batch:
         raise ValueError(f"need one attack and release coefficient per item: {batch} items, got {a.numel()} and {r.numel()}")
     out = torch.empty_like(f)
-    _, kernel = _compiled(dtype == torch.float64)
+    kernel = _compiled(dtype == torch.float64)
     kernel(f.data_ptr(), out.data_ptr(), batch, n, a.data_ptr(), r.data_ptr())  # ctypes releases the GIL
     return out.to(device)

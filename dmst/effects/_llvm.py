@@ -1,0 +1,27 @@
+"""Compile small LLVM IR functions (built with llvmlite.ir) to machine code, once per process.
+
+Used for the few sample-by-sample recursions that cannot be vectorised and that a
+command-line render runs over whole files (see :mod:`._ballistics`, :mod:`._biquads`).
+llvmlite is the JIT layer under Numba; using it directly compiles such a loop in about
+10 ms, where loading Numba's full CPU target costs a new process about 0.85 s.
+"""
+from __future__ import annotations
+
+import ctypes
+
+_engines = []  # compiled code lives as long as its execution engine: keep them all
+
+
+def compile_function(ir_text: str, name: str, argtypes: list):
+    """The function ``name`` from ``ir_text``, callable through ctypes (which releases the GIL)."""
+    import llvmlite.binding as llvm
+
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    machine = llvm.Target.from_default_triple().create_target_machine(opt=2)
+    module = llvm.parse_assembly(ir_text)
+    module.verify()
+    engine = llvm.create_mcjit_compiler(module, machine)
+    engine.finalize_object()
+    _engines.append(engine)
+    return ctypes.CFUNCTYPE(None, *argtypes)(engine.get_function_address(name))
