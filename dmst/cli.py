@@ -19,6 +19,7 @@ import io
 import math
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 EXIT_USER_ERROR = 2
@@ -283,11 +284,11 @@ def _check_creatable(folder: Path) -> None:
         raise CliError(f"cannot create output folder {folder}: {ancestor} is not writable; choose another folder")
 
 
-def _true_peak_guard(args, y, sample_rate: int, output: Path):
+def _true_peak_guard(args, y, sample_rate: int, output: Path, peak: float | None = None):
     """Report (or with --limit, remove) a true peak above --ceiling; returns (audio, gain change in dB)."""
     from .audio_io import true_peak_dbfs
 
-    peak = true_peak_dbfs(y, sample_rate)
+    peak = true_peak_dbfs(y, sample_rate) if peak is None else peak
     if not peak > args.ceiling:
         return y, 0.0
     excess = peak - args.ceiling
@@ -306,7 +307,7 @@ def cmd_render(args) -> int:
     from tqdm import tqdm
 
     from . import schema
-    from .audio_io import check_input, check_output, read_audio, write_audio, write_bytes
+    from .audio_io import check_input, check_output, read_audio, true_peak_dbfs, write_audio, write_bytes
 
     if args.sample_rate is not None and not 8000 <= args.sample_rate <= 384000:
         raise CliError(f"--sample-rate {args.sample_rate} is out of range; use 8000 to 384000 Hz")
@@ -343,8 +344,16 @@ def cmd_render(args) -> int:
         if out_rate != sample_rate:
             y = AF.resample(y, sample_rate, out_rate, lowpass_filter_width=64, rolloff=0.9475937167399596,
                             resampling_method="sinc_interp_kaiser", beta=14.769656459379492)
-        y, limit_db = _true_peak_guard(args, y, out_rate, output)
-        write_audio(output, y, out_rate, format=fmt, bit_depth=args.bit_depth, inputs=inputs, force=args.force)
+        if args.limit:  # the check may change the audio: it comes first
+            y, limit_db = _true_peak_guard(args, y, out_rate, output)
+            write_audio(output, y, out_rate, format=fmt, bit_depth=args.bit_depth, inputs=inputs, force=args.force)
+        else:  # the check only warns: it runs while the file is written (both release the GIL), and reports after
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                writing = pool.submit(write_audio, output, y, out_rate, format=fmt, bit_depth=args.bit_depth,
+                                      inputs=inputs, force=args.force)
+                peak = true_peak_dbfs(y, out_rate)
+                writing.result()
+            _, limit_db = _true_peak_guard(args, y, out_rate, output, peak)
         if args.save_params:
             saved = {g: dict(v) for g, v in nested.items()}
             if limit_db:  # the --limit gain is part of what was rendered: keep the file reproducible
