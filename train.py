@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from dmst import schema
 from dmst.console import render
-from dmst.data import DataError, check_dir, random_crop, split_by_song
+from dmst.data import DataError, check_dir, excerpt_loudness_offset_lu, random_crop, split_by_song
 from dmst.encoder import DmstModel, Encoder, ModelError, model_from_checkpoint, read_checkpoint
 from dmst.encoder.features import SAMPLE_RATE
 from dmst.encoder.model import atomic_save, resolve_model_path
@@ -65,19 +65,26 @@ def fail(message: str) -> None:
 
 
 def batch_of_crops(pairs, length, generator, device):
-    """Aligned mono crops (batch, 1, length) of raw and mix, and each raw file's staging gain."""
+    """Aligned mono crops (batch, 1, length) of raw and mix, and per crop: the level stages' whole-song context.
+
+    ``staging``: the console's input gain, measured on the whole raw file.  ``offset``:
+    how much louder the mix's crop is than the whole mix, so the rendered crop is
+    compared with the mix's crop at the same place relative to the loudness target.
+    """
     raws, mixes = zip(*(random_crop(p, length, generator) for p in pairs))
-    raw = torch.stack([r.mean(0, keepdim=True) for r in raws]).to(device)
-    mix = torch.stack([m.mean(0, keepdim=True) for m in mixes]).to(device)
-    staging = torch.tensor([p.staging_db for p in pairs], dtype=torch.float32, device=device)
-    return raw, mix, staging
+    raw = torch.stack([r.mean(0, keepdim=True) for r in raws])
+    mix = torch.stack([m.mean(0, keepdim=True) for m in mixes])
+    offset = excerpt_loudness_offset_lu(mix, [p.mixed_lufs for p in pairs], SAMPLE_RATE)
+    staging = torch.tensor([p.staging_db for p in pairs], dtype=torch.float32)
+    return raw.to(device), mix.to(device), (staging.to(device), offset.to(device))
 
 
-def predict_and_render(encoder, raw, staging):
+def predict_and_render(encoder, raw, context):
     """The whole differentiable path: staged raw -> encoder -> settings -> console -> mix."""
+    staging, offset = context
     staged = raw[:, 0] * 10 ** (staging[:, None] / 20)
     params = schema.denormalize(encoder(staged))
-    return render(raw, SAMPLE_RATE, params, staging_db=staging)
+    return render(raw, SAMPLE_RATE, params, staging_db=staging, excerpt_offset_lu=offset)
 
 
 @torch.no_grad()
@@ -85,8 +92,8 @@ def evaluate(encoder, val_batches, loss_fn):
     """Mean loss and audio metrics of the encoder on fixed validation crops."""
     encoder.eval()
     losses, rows = [], []
-    for raw, mix, staging in val_batches:
-        pred = predict_and_render(encoder, raw, staging)
+    for raw, mix, context in val_batches:
+        pred = predict_and_render(encoder, raw, context)
         losses.append(float(loss_fn(pred, mix)))
         rows.append(audio_metrics(pred.cpu(), mix.cpu(), SAMPLE_RATE))
     encoder.train()
@@ -193,10 +200,10 @@ def main(argv=None):
                 stopped_early = True
                 break
             batch = [train_pairs[i] for i in order[step * args.batch_size:(step + 1) * args.batch_size]]
-            raw, mix, staging = batch_of_crops(batch, crop, gen, device)
+            raw, mix, context = batch_of_crops(batch, crop, gen, device)
             for group, base_lr in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = base_lr * lr_factor(progress(epoch, step))
-            loss = loss_fn(predict_and_render(encoder, raw, staging), mix)
+            loss = loss_fn(predict_and_render(encoder, raw, context), mix)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)

@@ -15,7 +15,7 @@ is its own.  Inside a child:
 * the timed render of the whole file under ``torch.no_grad()`` (best of
   ``--repeats`` for the short case), giving wall time and real-time factor;
 * for dmst, afterwards, one more pass timed stage by stage (staging, EQ,
-  compressor, saturation, output gain).
+  compressor, saturation, output loudness).
 
 dmst runs twice per case: with the libraries' default thread pools (torch intra-op
 threads = cores) and pinned to one thread.  On a
@@ -26,7 +26,7 @@ pedalboard (GPL, an optional bench-only dependency) runs HighpassFilter,
 LowShelfFilter, 3 x PeakFilter, HighShelfFilter, LowpassFilter, Compressor,
 Distortion and Gain with the same settings as far as its plugins allow (its high-
 and low-pass are first order, its compressor has no knee or make-up, its distortion
-no asymmetry, mix or oversampling; it has no loudness staging).
+no asymmetry, mix or oversampling; it has no loudness staging at either end).
 
 Results: a markdown table on stdout and ``bench/results/console.json``.
 """
@@ -57,7 +57,7 @@ TYPICAL = {
     "compressor.threshold_db": -20.0, "compressor.ratio": 3.0, "compressor.knee_db": 6.0,
     "compressor.attack_ms": 5.0, "compressor.release_ms": 120.0, "compressor.makeup_gain_db": 3.0,
     "saturation.drive_db": 6.0, "saturation.asymmetry": 0.2, "saturation.mix": 0.5,
-    "output.gain_db": 0.0,
+    "output.loudness_lufs": -16.0,
 }
 
 CASES = {
@@ -135,7 +135,7 @@ def _dmst_stages(x: np.ndarray, sample_rate: int) -> dict[str, float]:
     import torch
 
     from dmst.console import group
-    from dmst.effects import compressor, gain, parametric_eq, saturation, staging_gain_db
+    from dmst.effects import compressor, gain, loudness_normalize, parametric_eq, saturation, staging_gain_db
 
     params = {k: torch.tensor([v]) for k, v in TYPICAL.items()}
     times = {}
@@ -149,7 +149,7 @@ def _dmst_stages(x: np.ndarray, sample_rate: int) -> dict[str, float]:
             ("eq", lambda v: parametric_eq(v, sample_rate, **group(params, "eq"))),
             ("compressor", lambda v: compressor(v, sample_rate, **group(params, "compressor"))),
             ("saturation", lambda v: saturation(v, sample_rate, **group(params, "saturation"))),
-            ("output gain", lambda v: gain(v, params["output.gain_db"])),
+            ("output loudness (BS.1770)", lambda v: loudness_normalize(v, sample_rate, params["output.loudness_lufs"])),
         ):
             t = time.perf_counter()
             y = fn(y)
@@ -173,7 +173,7 @@ def _pedalboard_renderer(sample_rate: int):
                       attack_ms=p["compressor.attack_ms"], release_ms=p["compressor.release_ms"]),
         pb.Gain(gain_db=p["compressor.makeup_gain_db"]),
         pb.Distortion(drive_db=p["saturation.drive_db"]),
-        pb.Gain(gain_db=p["output.gain_db"]),
+        # no loudness stage: pedalboard has no meter, so its chain ends with the saturation
     ])
 
     def run(x: np.ndarray):

@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--limit", action="store_true",
                    help="turn a file whose true peak exceeds --ceiling down so it peaks exactly at the ceiling: one "
                         "plain gain change for the whole file (no limiter, so transparent, just quieter); "
-                        "--save-params records it in output.gain_db")
+                        "--save-params records it in output.loudness_lufs")
     r.add_argument("--force", action="store_true", help="overwrite existing outputs (never an input)")
     r.set_defaults(func=cmd_render)
 
@@ -297,7 +297,7 @@ def _true_peak_guard(args, y, sample_rate: int, output: Path, peak: float | None
               "ceiling (--limit)")
         return y * 10 ** (-excess / 20), -excess
     _note(f"warning: {output.name} has a true peak of {peak:+.2f} dBTP, {excess:.2f} dB above the "
-          f"{args.ceiling:+.1f} dBFS ceiling, so it may clip; use --limit, or lower output.gain_db by "
+          f"{args.ceiling:+.1f} dBFS ceiling, so it may clip; use --limit, or lower output.loudness_lufs by "
           f"{math.ceil(excess * 10) / 10:.1f} dB (dmst params, edit, render --params)")
     return y, 0.0
 
@@ -357,8 +357,8 @@ def cmd_render(args) -> int:
         if args.save_params:
             saved = {g: dict(v) for g, v in nested.items()}
             if limit_db:  # the --limit gain is part of what was rendered: keep the file reproducible
-                lo = schema.BY_KEY["output.gain_db"].minimum
-                saved["output"]["gain_db"] = max(lo, saved["output"]["gain_db"] + limit_db)
+                lo = schema.BY_KEY["output.loudness_lufs"].minimum
+                saved["output"]["loudness_lufs"] = max(lo, saved["output"]["loudness_lufs"] + limit_db)
             meta = _meta(args, model, names, source.name)
             if limit_db:
                 meta["limit_db"] = limit_db

@@ -87,6 +87,14 @@ class AlignedPair:
     offset_ms: float  # > 0: the mix started later than the raw (that much was cut from its start)
     staging_db: float  # console input gain, measured on the whole raw file (staging_gain_db)
     correlation: float  # normalised correlation of the aligned, whitened mono downmixes
+    _mixed_lufs: float | None = field(default=None, repr=False)
+
+    @property
+    def mixed_lufs(self) -> float:
+        """Integrated loudness (LUFS) of the whole mix's mono downmix, as training sees it; measured once."""
+        if self._mixed_lufs is None:
+            self._mixed_lufs = float(integrated_loudness(to_mono(self.mixed)[None], self.sample_rate)[0])
+        return self._mixed_lufs
 
     @property
     def num_samples(self) -> int:
@@ -462,6 +470,19 @@ def random_crop(
         return (torch.nn.functional.pad(pair.raw, (0, pad)), torch.nn.functional.pad(pair.mixed, (0, pad)))
     start = int(torch.randint(0, n - length + 1, (1,), generator=generator))
     return pair.raw[..., start:start + length], pair.mixed[..., start:start + length]
+
+
+def excerpt_loudness_offset_lu(mixed_excerpts: torch.Tensor, whole_lufs, sample_rate: int) -> torch.Tensor:
+    """How much louder (LU) each (batch, channels, n) excerpt of a mix is than the whole mix (``whole_lufs``).
+
+    The console's output stage puts a whole song on ``output.loudness_lufs``; an excerpt
+    of that song sits above or below it by this much.  Training renders excerpts, so it
+    asks the console for this offset to compare like with like.  0 where either is silent.
+    """
+    excerpt = integrated_loudness(mixed_excerpts, sample_rate).double()
+    whole = torch.as_tensor(whole_lufs, dtype=torch.float64).reshape(-1).expand_as(excerpt)
+    offset = excerpt - whole
+    return torch.where(torch.isfinite(offset), offset, torch.zeros_like(offset)).float()
 
 
 def split_by_song(

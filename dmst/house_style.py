@@ -10,9 +10,9 @@ style rather than the house one.
 
 Every style returns a nested params dict in physical units (``schema.clamp``-ed, so
 always inside the schema ranges).  Styles take ``(descriptors, audio=None,
-sample_rate=None)``: with the audio, the output gain is set by rendering once and
-measuring loudness (exact loudness match); without it, from a level estimate.
-Each style function carries its loudness target as ``style.target_lufs``.
+sample_rate=None)`` (the audio is accepted for rules that need it; none do now).
+Each style delivers at one loudness, its ``output.loudness_lufs``, also carried as
+``style.target_lufs``; the console's output stage lands the mix on it exactly.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import torchaudio.functional as AF
 
 from . import console, schema
 from .effects.compressor import gain_computer
-from .effects.gain import REFERENCE_LUFS, integrated_loudness, staging_gain_db
+from .effects.gain import staging_gain_db
 
 HOUSE_TARGET_LUFS = -16.0
 OTHER_TARGET_LUFS = -14.0
@@ -249,39 +249,9 @@ def _typical_gain_reduction(d: Mapping[str, float], threshold: float, ratio: flo
     return -float(gain_computer(level, threshold, ratio, knee)[0])
 
 
-def _finish(params: Params, d: Mapping[str, float], target_lufs: float, audio, sample_rate) -> Params:
-    """Clamp into the schema; set the output gain, exactly by rendering when ``audio`` is given."""
-    params = schema.clamp(params)
-    if audio is not None:
-        if sample_rate is None:
-            raise ValueError("sample_rate is needed with audio")
-        _, params = match_loudness(audio, sample_rate, params, target_lufs, d.get("staging_gain_db"))
-    return params
-
-
-def match_loudness(
-    audio, sample_rate: int, params: Params, target_lufs: float, staging_db: float | None = None
-) -> tuple[torch.Tensor, Params]:
-    """Render ``audio`` with ``params`` and set ``output.gain_db`` so the mix lands on ``target_lufs``.
-
-    Two passes in effect: the chain is rendered once with the output gain at 0 dB and
-    its BS.1770 loudness measured; the output gain is the difference to the target
-    (clamped to the schema's +-24 dB).  The output gain is the last stage of the
-    chain, so scaling that render is exactly the render with the final gain.
-    Returns ``(mix (channels, n), params)``.
-    """
-    x = _as_audio(audio)
-    params = schema.clamp(params)
-    flat0 = schema.flatten(params)
-    flat0["output.gain_db"] = 0.0
-    stage = (staging_gain_db(x.unsqueeze(0), sample_rate) if staging_db is None
-             else torch.tensor([float(staging_db)]))
-    y = console.render(x.unsqueeze(0), sample_rate, schema.stack([schema.nest(flat0)]), staging_db=stage)
-    lufs = float(integrated_loudness(y, sample_rate)[0])
-    p = schema.BY_KEY["output.gain_db"]
-    out_db = _clip(target_lufs - lufs, p.minimum, p.maximum) if math.isfinite(lufs) else 0.0
-    params["output"]["gain_db"] = out_db
-    return y[0] * 10 ** (out_db / 20), params
+def _finish(params: Params) -> Params:
+    """Clamp into the schema's ranges."""
+    return schema.clamp(params)
 
 
 # ---------------------------------------------------------------------------
@@ -318,7 +288,7 @@ def house_style(descriptors: Mapping[str, float], audio=None, sample_rate: int |
     * Saturation: gentle and mostly odd (asymmetry 0.15), drive 2-6 dB and mix
       0.3-0.6, more on dull voices, where the added harmonics help it cut through
       (dullness: the presence and air shortfalls, 6 and 10 dB counting as one unit).
-    * Output gain: loudness-matched to -16 LUFS (exactly when ``audio`` is given).
+    * Output: delivered at -16 LUFS (``output.loudness_lufs``).
     """
     d = descriptors
     med, low = _f0(d)
@@ -363,10 +333,9 @@ def house_style(descriptors: Mapping[str, float], audio=None, sample_rate: int |
             "attack_ms": attack, "release_ms": release, "makeup_gain_db": makeup,
         },
         "saturation": {"drive_db": drive, "asymmetry": 0.15, "mix": sat_mix},
-        # Open-loop estimate: staged at -18 LUFS, make-up roughly restores the level.
-        "output": {"gain_db": HOUSE_TARGET_LUFS - REFERENCE_LUFS},
+        "output": {"loudness_lufs": HOUSE_TARGET_LUFS},
     }
-    return _finish(params, d, HOUSE_TARGET_LUFS, audio, sample_rate)
+    return _finish(params)
 
 
 house_style.target_lufs = HOUSE_TARGET_LUFS
@@ -398,7 +367,7 @@ def other_style(descriptors: Mapping[str, float], audio=None, sample_rate: int |
     * Saturation: drive 6-10 dB (8 dB at a 14 dB dynamics spread, +0.2 per dB: the
       more the level moves, the more density it needs), asymmetry 0.5
       (even harmonics), mix 0.7.
-    * Output gain: loudness-matched to -14 LUFS.
+    * Output: delivered at -14 LUFS.
     """
     d = descriptors
     med, low = _f0(d)
@@ -438,9 +407,9 @@ def other_style(descriptors: Mapping[str, float], audio=None, sample_rate: int |
             "attack_ms": 2.0, "release_ms": 60.0, "makeup_gain_db": makeup,
         },
         "saturation": {"drive_db": drive, "asymmetry": 0.5, "mix": 0.7},
-        "output": {"gain_db": OTHER_TARGET_LUFS - REFERENCE_LUFS},
+        "output": {"loudness_lufs": OTHER_TARGET_LUFS},
     }
-    return _finish(params, d, OTHER_TARGET_LUFS, audio, sample_rate)
+    return _finish(params)
 
 
 other_style.target_lufs = OTHER_TARGET_LUFS
@@ -451,22 +420,19 @@ STYLES: dict[str, Callable[..., Params]] = {"house": house_style, "other": other
 def mix(audio, sample_rate: int, style: Callable[..., Params] = house_style) -> tuple[torch.Tensor, Params]:
     """Analyse, choose settings with ``style`` and render: returns ``(mix (channels, n), params)``.
 
-    The output gain is loudness-matched to ``style.target_lufs`` (when the style has
-    one) by :func:`match_loudness`; the returned mix equals
-    ``console.render(audio, sample_rate, schema.stack([params]))``.
+    The returned mix equals ``console.render(audio, sample_rate, schema.stack([params]))``
+    and lands on the style's ``output.loudness_lufs``.
     """
     x = _as_audio(audio)
     d = analyse(x, sample_rate)
-    params = schema.clamp(style(d))
-    target = getattr(style, "target_lufs", None)
-    if target is None:
+    params = schema.clamp(style(d, x, sample_rate))
+    with torch.no_grad():
         y = console.render(x.unsqueeze(0), sample_rate, schema.stack([params]),
                            staging_db=torch.tensor([d["staging_gain_db"]]))[0]
-        return y, params
-    return match_loudness(x, sample_rate, params, target, d["staging_gain_db"])
+    return y, params
 
 
 __all__ = [
     "HOUSE_TARGET_LUFS", "OTHER_TARGET_LUFS", "STYLES", "analyse", "house_style",
-    "match_loudness", "mix", "other_style", "pitch_track",
+    "mix", "other_style", "pitch_track",
 ]

@@ -18,8 +18,7 @@ import auraloss
 import torch
 import torch.nn.functional as F
 
-from .effects.eq import sosfilt_fft
-from .effects.gain import BLOCK_SECONDS, MIN_LOUDNESS_LUFS, k_weighting_sos
+from .effects.gain import block_loudness_power, gated_blocks
 
 SHORT_SECONDS = 0.05
 LONG_SECONDS = 1.0
@@ -57,16 +56,6 @@ def level_dynamics_loss(pred: torch.Tensor, target: torch.Tensor, sample_rate: i
     return (level + dynamics) / 10.0
 
 
-def block_loudness_power(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
-    """(batch, channels, samples) -> (batch, blocks): K-weighted mean square of 400 ms blocks, 75 % overlap, channels summed."""
-    sos = k_weighting_sos(sample_rate).to(x.dtype).to(x.device).expand(x.shape[0], -1, -1)
-    y = sosfilt_fft(x, sos)
-    block = int(round(BLOCK_SECONDS * sample_rate))
-    if y.shape[-1] < block:  # a clip shorter than one block is one (zero-padded) block, as in integrated_loudness
-        y = F.pad(y, (0, block - y.shape[-1]))
-    return F.avg_pool1d(y.pow(2).sum(dim=1, keepdim=True), block, stride=int(round(block / 4)))[:, 0]
-
-
 def loudness_loss(pred: torch.Tensor, target: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """Mean |integrated loudness of pred - of target| in LU / 10 (BS.1770-4).
 
@@ -75,10 +64,7 @@ def loudness_loss(pred: torch.Tensor, target: torch.Tensor, sample_rate: int) ->
     For a prediction that is the target times a gain, it is exactly that gain in dB / 10.
     """
     zp, zt = block_loudness_power(pred, sample_rate), block_loudness_power(target, sample_rate).detach()
-    lt = -0.691 + 10 * torch.log10(zt.clamp_min(1e-30))
-    gated = lt > MIN_LOUDNESS_LUFS
-    absolute = (zt * gated).sum(-1, keepdim=True) / gated.sum(-1, keepdim=True).clamp_min(1)
-    keep = (gated & (lt > -0.691 + 10 * torch.log10(absolute.clamp_min(1e-30)) - 10)).to(zp.dtype)
+    keep = gated_blocks(zt).to(zp.dtype)
     count = keep.sum(-1).clamp_min(1)
     loud_p = 10 * torch.log10(((zp * keep).sum(-1) / count).clamp_min(1e-30))
     loud_t = 10 * torch.log10(((zt * keep).sum(-1) / count).clamp_min(1e-30))

@@ -65,7 +65,7 @@ class Change:
         unit = schema.BY_KEY[self.key].unit
         unit = "" if not unit or unit == ":1" else f" {unit}"
         if self.operation == "add":
-            unit = " dB" if unit == " dBFS" else unit  # an offset of a level is in dB
+            unit = {" dBFS": " dB", " LUFS": " LU"}.get(unit, unit)  # an offset of a level is in dB, of a loudness in LU
             return f"{self.key} {self.value:+g}{unit}"
         if self.operation == "mul":
             return f"{self.key} x{self.value:g}"

@@ -22,7 +22,7 @@ from typing import Iterable, Mapping
 
 import torch
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the output stage is a loudness target (output.loudness_lufs), not a gain
 
 
 class ParamError(ValueError):
@@ -94,8 +94,8 @@ SCHEMA: tuple[Param, ...] = (
     _p("saturation", "drive_db",        "dB",   0,    24,   0,    "linear", "Gain into the waveshaper (0 dB: programme barely touches the curve)"),
     _p("saturation", "asymmetry",       "",     0,    1,    0,    "linear", "Bias of the curve: 0 symmetric (odd harmonics), 1 strongly asymmetric (adds even harmonics)"),
     _p("saturation", "mix",             "",     0,    1,    1,    "linear", "Dry/wet balance: 0 dry, 1 fully saturated"),
-    # Output
-    _p("output", "gain_db",             "dB",   -24,  24,   0,    "linear", "Final output gain"),
+    # Output: the chain's render is measured and set to this loudness, whatever the stages above did to the level.
+    _p("output", "loudness_lufs",       "LUFS", -40,  -6,   -16,  "linear", "Integrated loudness (BS.1770) the finished vocal is delivered at"),
 )
 # fmt: on
 

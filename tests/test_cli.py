@@ -200,13 +200,13 @@ def test_existing_output_needs_force(capsys, tmp_path, mono, neutral):
 
 def test_true_peak_warning_and_limit(capsys, tmp_path, mono):
     loud = schema.default_dict()
-    loud["output"]["gain_db"] = 24.0
+    loud["output"]["loudness_lufs"] = -6.0
     settings = tmp_path / "loud.json"
     settings.write_text(schema.to_json(loud))
     code, _, err = run(capsys, "render", mono, "-o", tmp_path / "hot.wav", "--params", settings, "--bit-depth", "32f")
     assert code == 0
     warning = [line for line in err.splitlines() if line.startswith("dmst: warning:")]
-    assert len(warning) == 1 and "true peak" in warning[0] and "--limit" in warning[0] and "output.gain_db" in warning[0]
+    assert len(warning) == 1 and "true peak" in warning[0] and "--limit" in warning[0] and "output.loudness_lufs" in warning[0]
 
     saved = tmp_path / "limited.json"
     code, _, err = run(capsys, "render", mono, "-o", tmp_path / "limited.wav", "--params", settings, "--bit-depth",
@@ -219,8 +219,8 @@ def test_true_peak_warning_and_limit(capsys, tmp_path, mono):
     ratio = y[np.abs(hot) > 0.1] / hot[np.abs(hot) > 0.1]
     assert np.ptp(ratio) < 1e-4  # one gain for the whole file: nothing else changed
     # The saved settings include the gain change, so they reproduce the file.
-    gain = json.loads(saved.read_text())["output"]["gain_db"]
-    assert gain == pytest.approx(24.0 + 20 * np.log10(ratio.mean()), abs=1e-3)
+    loudness = json.loads(saved.read_text())["output"]["loudness_lufs"]
+    assert loudness == pytest.approx(-6.0 + 20 * np.log10(ratio.mean()), abs=1e-3)
 
 
 def test_presets_command_lists_every_preset(capsys, tmp_path):
@@ -230,9 +230,9 @@ def test_presets_command_lists_every_preset(capsys, tmp_path):
     assert listed[: len(SHIPPED)] == SHIPPED or set(SHIPPED) <= set(listed)
     assert "compressor.ratio x0.75" in out
     mine = tmp_path / "mine.yaml"
-    mine.write_text("shout:\n  description: Loud\n  output:\n    gain_db: {add: 6}\n")
+    mine.write_text("shout:\n  description: Loud\n  output:\n    loudness_lufs: {add: 6}\n")
     code, out, err = run(capsys, "presets", "--presets", mine)
-    assert code == 0 and "shout: Loud" in out and "output.gain_db +6 dB" in out
+    assert code == 0 and "shout: Loud" in out and "output.loudness_lufs +6 LU" in out
 
 
 def test_plot_writes_a_png(capsys, tmp_path, mono):

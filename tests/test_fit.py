@@ -21,7 +21,7 @@ def test_fit_recreates_a_known_mix_through_the_cli(tmp_path):
     target = schema.default_dict()
     target["eq"].update(presence_gain_db=6.0, high_pass_freq_hz=150.0)
     target["compressor"].update(threshold_db=-30.0, ratio=5.0)
-    target["output"]["gain_db"] = 3.0
+    target["output"]["loudness_lufs"] = -13.0
     with torch.no_grad():
         mixed = render(torch.from_numpy(x.T.copy())[None], sr, schema.stack([target]))[0].T.numpy()
     raw_path, mix_path, params_path, out_path = (tmp_path / n for n in ("raw.wav", "mix.wav", "p.json", "out.wav"))

@@ -203,7 +203,7 @@ extreme:
     ratio: {mul: 1000}
     attack_ms: {mul: 0.00001}
   output:
-    gain_db: {add: -100}
+    loudness_lufs: {add: -100}
 """)
     presets = load_presets([path])
     for amount in (1.0, 2.0):
@@ -212,7 +212,7 @@ extreme:
         assert out["eq"]["low_shelf_gain_db"] == -12.0
         assert out["compressor"]["ratio"] == 20.0
         assert out["compressor"]["attack_ms"] == 0.1
-        assert out["output"]["gain_db"] == -24.0
+        assert out["output"]["loudness_lufs"] == -40.0
         schema.validate(out)  # a clamped result is always a valid setting
 
 

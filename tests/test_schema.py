@@ -110,7 +110,7 @@ def test_rejects_unknown_parameter_and_lists_valid_names():
                 assert p.name in msg
 
 
-@pytest.mark.parametrize("key", ["eq.high_pass_freq_hz", "compressor.ratio", "saturation.mix", "output.gain_db"])
+@pytest.mark.parametrize("key", ["eq.high_pass_freq_hz", "compressor.ratio", "saturation.mix", "output.loudness_lufs"])
 @pytest.mark.parametrize("side", ["below", "above"])
 def test_rejects_out_of_range_with_name_and_range(key, side):
     """An out-of-range value is refused with the parameter's name and its min and max in the message."""

@@ -1,7 +1,10 @@
-"""Gain and loudness: output gain and the console's measured input gain staging.
+"""Gain and loudness: the console's measured input staging and its loudness-targeted output.
 
 Loudness is ITU-R BS.1770-4 integrated loudness (K-weighting, 400 ms blocks with 75 %
-overlap, absolute gate at -70 LUFS and relative gate at -10 LU).
+overlap, absolute gate at -70 LUFS and relative gate at -10 LU).  Two measurements of
+the same quantity: :func:`integrated_loudness` (recursive K-weighting, compiled, no
+gradient: for rendering and metering) and :func:`integrated_loudness_differentiable`
+(K-weighting by FFT, gates chosen without gradient: for training through the output stage).
 """
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import math
 import torch
 
 from ._biquads import sosfilt
+from .eq import sosfilt_fft
 
 REFERENCE_LUFS = -18.0  # the level every raw vocal is staged to before the effects
 MIN_LOUDNESS_LUFS = -70.0  # BS.1770 absolute gate: quieter than this counts as silence
@@ -91,3 +95,64 @@ def staging_gain_db(x: torch.Tensor, sample_rate: int, reference_lufs: float = R
     lufs = integrated_loudness(x, sample_rate)
     g = reference_lufs - lufs
     return torch.where(lufs > MIN_LOUDNESS_LUFS, g, torch.zeros_like(g))
+
+
+def block_loudness_power(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """(batch, channels, samples) -> (batch, blocks): K-weighted mean square of 400 ms blocks, 75 % overlap.
+
+    Channels are summed (weight 1, as in :func:`integrated_loudness`).  Differentiable:
+    the K-weighting is applied by FFT (:func:`dmst.effects.eq.sosfilt_fft`).
+    """
+    sos = k_weighting_sos(sample_rate).to(x.dtype).to(x.device).expand(x.shape[0], -1, -1)
+    y = sosfilt_fft(x, sos)
+    block = int(round(BLOCK_SECONDS * sample_rate))
+    if y.shape[-1] < block:  # a clip shorter than one block is one (zero-padded) block, as in integrated_loudness
+        y = torch.nn.functional.pad(y, (0, block - y.shape[-1]))
+    return torch.nn.functional.avg_pool1d(y.pow(2).sum(dim=1, keepdim=True), block, stride=int(round(block / 4)))[:, 0]
+
+
+def gated_blocks(z: torch.Tensor) -> torch.Tensor:
+    """(batch, blocks) block powers -> boolean mask of the blocks BS.1770 keeps (absolute, then relative gate)."""
+    with torch.no_grad():
+        level = -0.691 + 10 * torch.log10(z.clamp_min(1e-30))
+        gated = level > MIN_LOUDNESS_LUFS
+        absolute = (z * gated).sum(-1, keepdim=True) / gated.sum(-1, keepdim=True).clamp_min(1)
+        return gated & (level > -0.691 + 10 * torch.log10(absolute.clamp_min(1e-30)) - 10.0)
+
+
+def integrated_loudness_differentiable(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """BS.1770-4 integrated loudness (LUFS, per item) with a gradient; silence gives -inf.
+
+    Which blocks pass the gates is decided without gradient (a step function has
+    none); the loudness of the kept blocks is differentiable.  Equals
+    :func:`integrated_loudness` to within float precision.
+    """
+    z = block_loudness_power(x, sample_rate)
+    keep = gated_blocks(z)
+    count = keep.sum(-1)
+    lufs = -0.691 + 10 * torch.log10(((z * keep).sum(-1) / count.clamp_min(1)).clamp_min(1e-30))
+    return torch.where(count > 0, lufs, torch.full_like(lufs, float("-inf")))
+
+
+def loudness_normalize(x: torch.Tensor, sample_rate: int, loudness_lufs, offset_lu=None) -> torch.Tensor:
+    """Scale each item of (batch, channels, samples) ``x`` so its integrated loudness is ``loudness_lufs``.
+
+    The console's output stage, as an engineer delivers a vocal to a loudness target:
+    the render is measured (BS.1770-4) and one gain sets it on the target, so the
+    result lands there whatever the EQ, compressor and saturation did to the level.
+    ``offset_lu`` (per item, optional) is added to the target; training uses it when
+    ``x`` is an excerpt of a longer song, since the song, not the excerpt, is what
+    lands on the target.  Silent items are returned unchanged.  With gradients on,
+    the measurement is differentiable, so the gradient sees that level changes
+    before this stage are undone by it.
+    """
+    if torch.is_grad_enabled() and x.requires_grad:
+        lufs = integrated_loudness_differentiable(x, sample_rate)
+    else:
+        lufs = integrated_loudness(x, sample_rate).to(device=x.device, dtype=x.dtype)
+    target = torch.as_tensor(loudness_lufs, dtype=x.dtype, device=x.device).reshape(-1)
+    if offset_lu is not None:
+        target = target + torch.as_tensor(offset_lu, dtype=x.dtype, device=x.device).reshape(-1)
+    finite = torch.isfinite(lufs)
+    g = torch.where(finite, target - torch.where(finite, lufs, torch.zeros_like(lufs)), torch.zeros_like(lufs))
+    return gain(x, g)

@@ -1,0 +1,159 @@
+"""Loudness: the BS.1770 meter against the standard's own test cases, and the console's
+loudness-targeted output stage against an independent meter built on scipy.signal."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.signal
+import soundfile as sf
+import torch
+
+from dmst import schema
+from dmst.console import render
+from dmst.data import AlignedPair
+from dmst.effects.gain import (integrated_loudness, integrated_loudness_differentiable, loudness_normalize,
+                               staging_gain_db)
+from dmst.losses import loudness_loss
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+# ITU-R BS.1770-4, Table 1 and Table 2: the K-weighting filters as published for 48 kHz.
+K_WEIGHTING_48K = np.array([
+    [1.53512485958697, -2.69169618940638, 1.19839281085285, 1.0, -1.69065929318241, 0.73248077421585],
+    [1.0, -2.0, 1.0, 1.0, -1.99004745483398, 0.99007225036621],
+])
+
+
+def reference_loudness(x: np.ndarray) -> float:
+    """An independent BS.1770-4 meter for (channels, n) audio at 48 kHz: scipy K-weighting, numpy gating."""
+    y = scipy.signal.sosfilt(K_WEIGHTING_48K, x.astype(np.float64), axis=-1)
+    block, step = 19200, 4800  # 400 ms blocks, 75 % overlap
+    starts = range(0, y.shape[-1] - block + 1, step)
+    z = np.array([(y[:, s:s + block] ** 2).mean(axis=-1).sum() for s in starts])
+    lj = -0.691 + 10 * np.log10(np.maximum(z, 1e-30))
+    z1 = z[lj > -70.0]
+    relative = -0.691 + 10 * np.log10(z1.mean()) - 10.0
+    return float(-0.691 + 10 * np.log10(z[(lj > -70.0) & (lj > relative)].mean()))
+
+
+def sine(db: float, seconds: float, channels: int = 2, sr: int = 48000) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    return np.tile(10 ** (db / 20) * np.sin(2 * np.pi * 1000 * t), (channels, 1))
+
+
+def voice(seconds: float = 4.0, channels: int = 1, sr: int = 48000) -> torch.Tensor:
+    """(1, channels, n) real vocal from examples/, resampled to ``sr``; the right channel is a delayed copy."""
+    x, fs = sf.read(EXAMPLES / "and_its_all.wav", dtype="float32", always_2d=True)
+    x = torch.from_numpy(np.ascontiguousarray(x[: int(seconds * fs), 0]))
+    if sr != fs:
+        import torchaudio.functional as AF
+
+        x = AF.resample(x, fs, sr)
+    if channels == 2:
+        x = torch.stack([x, torch.roll(x, 300) * 0.7])
+    return x.reshape(1, channels, -1)
+
+
+# EBU Tech 3341 (2016), minimum requirements test signals 1-4, expected -23.0 LUFS except case 2 (-33.0).
+TECH_3341 = {
+    "case 1: -23 dBFS sine": ([(-23.0, 20.0)], -23.0),
+    "case 2: -33 dBFS sine": ([(-33.0, 20.0)], -33.0),
+    "case 3: relative gate": ([(-36.0, 10.0), (-23.0, 60.0), (-36.0, 10.0)], -23.0),
+    "case 4: both gates": ([(-72.0, 10.0), (-36.0, 10.0), (-23.0, 20.0), (-36.0, 10.0), (-72.0, 10.0)], -23.0),
+}
+
+
+@pytest.mark.parametrize("case", TECH_3341)
+def test_meter_passes_ebu_tech_3341_cases(case):
+    parts, expected = TECH_3341[case]
+    x = np.concatenate([sine(db, s) for db, s in parts], axis=-1)
+    measured = float(integrated_loudness(torch.from_numpy(x).float()[None], 48000)[0])
+    assert measured == pytest.approx(expected, abs=0.1)  # Tech 3341's tolerance
+    assert measured == pytest.approx(reference_loudness(x), abs=0.01)
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_differentiable_meter_equals_the_recursive_one(channels):
+    x = voice(channels=channels)
+    a = float(integrated_loudness(x, 48000)[0])
+    b = float(integrated_loudness_differentiable(x, 48000)[0])
+    assert b == pytest.approx(a, abs=0.01)
+    assert a == pytest.approx(reference_loudness(x[0].numpy()), abs=0.01)
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+@pytest.mark.parametrize("target", [-30.0, -14.0, -8.0])
+def test_output_stage_lands_on_the_target_by_an_independent_meter(channels, target):
+    x = voice(channels=channels) * 0.05  # well below the target: the stage must turn it up
+    y = loudness_normalize(x, 48000, target)
+    assert reference_loudness(y[0].numpy()) == pytest.approx(target, abs=0.02)
+    ratio = (y / x)[x.abs() > 1e-3]
+    assert float(ratio.max() - ratio.min()) < 1e-4 * float(ratio.mean())  # one gain, nothing else changed
+
+
+def test_output_stage_with_gradients_lands_on_the_target_and_ignores_input_level():
+    """With gradients on, the gain of the input has no effect on the output, so its gradient is zero."""
+    x = voice(seconds=2.0)
+    scale = torch.tensor(0.3, requires_grad=True)
+    target = torch.tensor([-20.0], requires_grad=True)
+    y = loudness_normalize(x * scale, 48000, target)
+    assert float(integrated_loudness(y.detach(), 48000)[0]) == pytest.approx(-20.0, abs=0.02)
+    y.pow(2).sum().backward()
+    energy = float(y.detach().pow(2).sum())
+    assert abs(float(scale.grad)) < 1e-4 * energy / 0.3  # d(energy)/d(scale) would be 2 energy / scale without the stage
+    # energy ~ 10^(target / 10): d(energy)/d(target) = energy ln(10) / 10
+    assert float(target.grad) == pytest.approx(energy * np.log(10) / 10, rel=1e-3)
+
+
+def test_silence_passes_through_unchanged():
+    x = torch.zeros(2, 1, 48000)
+    x[1, 0, ::100] = 1e-6  # below the -70 LUFS gate: counts as silence
+    assert torch.equal(loudness_normalize(x, 48000, -14.0), x)
+    xg = x.clone().requires_grad_(True)
+    y = loudness_normalize(xg, 48000, -14.0)
+    y.sum().backward()
+    assert torch.isfinite(xg.grad).all()
+
+
+def _setting(**changes) -> dict:
+    params = schema.default_dict()
+    params["compressor"].update(threshold_db=-30.0, ratio=4.0)
+    params["saturation"].update(drive_db=6.0)
+    params["output"]["loudness_lufs"] = -15.0
+    for key, value in changes.items():
+        group, name = key.split("__")
+        params[group][name] = value
+    return params
+
+
+@pytest.mark.parametrize("change", [{}, {"compressor__makeup_gain_db": 9.0}, {"eq__presence_gain_db": 8.0},
+                                    {"saturation__drive_db": 18.0}])
+def test_console_delivers_at_the_set_loudness_whatever_the_chain_does(change):
+    x = voice(channels=2, sr=44100)
+    y = render(x, 44100, schema.stack([_setting(**change)]))
+    assert float(integrated_loudness(y, 44100)[0]) == pytest.approx(-15.0, abs=0.02)
+
+
+def test_training_crops_put_the_mixs_own_setting_at_zero_loudness_error():
+    """train.py renders crops.  With the mix's crop-vs-song offset, the setting that made the mix has no loudness
+    error on any crop; without it, a crop quieter or louder than its song would pull output.loudness_lufs off."""
+    import train
+
+    sr = 44100
+    raw = voice(seconds=6.0, sr=sr)[0]
+    setting = schema.stack([_setting()])
+    mixed = render(raw[None], sr, setting)[0]
+    pair = AlignedPair("song", raw, mixed, sr, 0.0, float(staging_gain_db(raw[None], sr)[0]), 1.0)
+    assert pair.mixed_lufs == pytest.approx(-15.0, abs=0.02)
+    gen = torch.Generator().manual_seed(0)
+    with_offset, without = [], []
+    for _ in range(8):
+        raw_crop, mix_crop, (staging, offset) = train.batch_of_crops([pair], int(1.5 * sr), gen, "cpu")
+        y = render(raw_crop, sr, setting, staging_db=staging, excerpt_offset_lu=offset)
+        with_offset.append(10 * float(loudness_loss(y, mix_crop, sr)))
+        y = render(raw_crop, sr, setting, staging_db=staging)
+        without.append(10 * float(loudness_loss(y, mix_crop, sr)))
+    assert max(with_offset) < 0.02, with_offset
+    assert max(without) > 0.2, without
