@@ -249,11 +249,6 @@ def _typical_gain_reduction(d: Mapping[str, float], threshold: float, ratio: flo
     return -float(gain_computer(level, threshold, ratio, knee)[0])
 
 
-def _finish(params: Params) -> Params:
-    """Clamp into the schema's ranges."""
-    return schema.clamp(params)
-
-
 # ---------------------------------------------------------------------------
 # the house style
 # ---------------------------------------------------------------------------
@@ -335,7 +330,7 @@ def house_style(descriptors: Mapping[str, float], audio=None, sample_rate: int |
         "saturation": {"drive_db": drive, "asymmetry": 0.15, "mix": sat_mix},
         "output": {"loudness_lufs": HOUSE_TARGET_LUFS},
     }
-    return _finish(params)
+    return schema.clamp(params)
 
 
 house_style.target_lufs = HOUSE_TARGET_LUFS
@@ -409,7 +404,7 @@ def other_style(descriptors: Mapping[str, float], audio=None, sample_rate: int |
         "saturation": {"drive_db": drive, "asymmetry": 0.5, "mix": 0.7},
         "output": {"loudness_lufs": OTHER_TARGET_LUFS},
     }
-    return _finish(params)
+    return schema.clamp(params)
 
 
 other_style.target_lufs = OTHER_TARGET_LUFS
