@@ -74,17 +74,7 @@ def integrated_loudness(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
         starts = torch.arange(0, n - block + 1, step)
         z = (csum[:, starts + block] - csum[:, starts]) / block
     del power
-    loud = -0.691 + 10 * torch.log10(z.clamp_min(1e-30))
-    out = []
-    for zi, li in zip(z, loud):
-        gated = li > MIN_LOUDNESS_LUFS
-        if not gated.any():
-            out.append(torch.tensor(float("-inf"), dtype=torch.float64))
-            continue
-        relative = -0.691 + 10 * torch.log10(zi[gated].mean()) - 10.0
-        keep = gated & (li > relative)
-        out.append(-0.691 + 10 * torch.log10(zi[keep].mean()))
-    return torch.stack(out).to(torch.float32)
+    return gated_loudness(z).to(torch.float32)
 
 
 def staging_gain_db(x: torch.Tensor, sample_rate: int, reference_lufs: float = REFERENCE_LUFS) -> torch.Tensor:
@@ -120,6 +110,17 @@ def gated_blocks(z: torch.Tensor) -> torch.Tensor:
         return gated & (level > -0.691 + 10 * torch.log10(absolute.clamp_min(1e-30)) - 10.0)
 
 
+def gated_loudness(z: torch.Tensor) -> torch.Tensor:
+    """(batch, blocks) block powers -> (batch,) integrated loudness in LUFS over the gated blocks; -inf if none pass.
+
+    Differentiable in ``z`` (the gates themselves are chosen without gradient).
+    """
+    keep = gated_blocks(z)
+    count = keep.sum(-1)
+    lufs = -0.691 + 10 * torch.log10(((z * keep).sum(-1) / count.clamp_min(1)).clamp_min(1e-30))
+    return torch.where(count > 0, lufs, torch.full_like(lufs, float("-inf")))
+
+
 def integrated_loudness_differentiable(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """BS.1770-4 integrated loudness (LUFS, per item) with a gradient; silence gives -inf.
 
@@ -127,11 +128,7 @@ def integrated_loudness_differentiable(x: torch.Tensor, sample_rate: int) -> tor
     none); the loudness of the kept blocks is differentiable.  Equals
     :func:`integrated_loudness` to within float precision.
     """
-    z = block_loudness_power(x, sample_rate)
-    keep = gated_blocks(z)
-    count = keep.sum(-1)
-    lufs = -0.691 + 10 * torch.log10(((z * keep).sum(-1) / count.clamp_min(1)).clamp_min(1e-30))
-    return torch.where(count > 0, lufs, torch.full_like(lufs, float("-inf")))
+    return gated_loudness(block_loudness_power(x, sample_rate))
 
 
 def loudness_normalize(x: torch.Tensor, sample_rate: int, loudness_lufs, offset_lu=None) -> torch.Tensor:
