@@ -265,7 +265,8 @@ def true_peak_dbfs(audio, sample_rate: int) -> float:
     Silence gives ``-inf``.
     """
     import torch
-    import torchaudio.functional as AF
+
+    from .effects.resample import upsample_phases  # torchaudio's kernel as a compiled FIR (equal to float rounding)
 
     x = torch.as_tensor(np.asarray(audio, dtype=np.float32) if not hasattr(audio, "detach") else audio.detach())
     x = x.to(torch.float32).reshape(-1, x.shape[-1])
@@ -277,9 +278,9 @@ def true_peak_dbfs(audio, sample_rate: int) -> float:
         with torch.no_grad():
             for start in range(0, n, block):
                 lo = max(0, start - pad)
-                up = AF.resample(x[:, lo: start + block + pad], 1, factor, **_TRUE_PEAK_RESAMPLE)
+                up = upsample_phases(x[:, lo: start + block + pad].contiguous(), factor, **_TRUE_PEAK_RESAMPLE)
                 # Only this block's own samples: the cut edges of the padding ring.
-                keep = up[:, (start - lo) * factor: (start - lo + min(block, n - start)) * factor]
+                keep = up[..., start - lo: start - lo + min(block, n - start)]
                 peak = max(peak, float(keep.abs().max()))
     return 20 * math.log10(peak) if peak > 0 else float("-inf")
 

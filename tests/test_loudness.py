@@ -1,5 +1,6 @@
-"""Loudness: the BS.1770 meter against the standard's own test cases, and the console's
-loudness-targeted output stage against an independent meter built on scipy.signal."""
+"""Loudness: the BS.1770 meter against the standard's own test cases, the console's
+loudness-targeted output stage against an independent meter built on scipy.signal, and
+the true-peak meter against analytic peaks and scipy's polyphase oversampling."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,6 +12,7 @@ import soundfile as sf
 import torch
 
 from dmst import schema
+from dmst.audio_io import true_peak_dbfs
 from dmst.console import render
 from dmst.data import AlignedPair
 from dmst.effects.gain import (integrated_loudness, integrated_loudness_differentiable, loudness_normalize,
@@ -157,3 +159,31 @@ def test_training_crops_put_the_mixs_own_setting_at_zero_loudness_error():
         without.append(10 * float(loudness_loss(y, mix_crop, sr)))
     assert max(with_offset) < 0.02, with_offset
     assert max(without) > 0.2, without
+
+
+# ---------------------------------------------------------------------------
+# True peak (BS.1770-4 annex 2: 4x oversampling below 96 kHz)
+# ---------------------------------------------------------------------------
+
+def test_true_peak_finds_the_peak_between_samples():
+    """A sine at fs/4 sampled 45 degrees off its crests: samples reach 0.707 A, the waveform A."""
+    fs, amplitude = 48000, 0.5
+    n = np.arange(fs)
+    fade = np.minimum(1.0, np.minimum(n, n[::-1]) / 2000.0) ** 2  # no abrupt start: that would overshoot for real
+    x = amplitude * fade * np.sin(2 * np.pi * n / 4 + np.pi / 4)
+    assert 20 * np.log10(np.abs(x).max()) == pytest.approx(20 * np.log10(amplitude) - 3.01, abs=0.01)
+    assert true_peak_dbfs(x[None], fs) == pytest.approx(20 * np.log10(amplitude), abs=0.05)
+
+
+@pytest.mark.parametrize("fs, factor", [(44100, 4), (96000, 2)])
+def test_true_peak_equals_scipy_polyphase_oversampling(fs, factor):
+    """Band-limited noise across several of the meter's blocks (2**20 samples): the same peak as
+    scipy.signal.resample_poly at the annex's factor, within 0.05 dB."""
+    rng = np.random.default_rng(11)
+    x = scipy.signal.sosfilt(scipy.signal.butter(8, 0.45 * fs, fs=fs, output="sos"), 0.1 * rng.standard_normal((2, 2**21 + 999)))
+    t = np.arange(-400, 400)  # a hot band-limited burst across a block seam, in one channel, crests between samples
+    x[1, 2**20 + t] += 0.9 * np.hanning(t.size) ** 2 * np.sin(2 * np.pi * t / 4 + np.pi / 4)
+    want = 20 * np.log10(np.abs(scipy.signal.resample_poly(x, factor, 1, axis=-1)).max())
+    got = true_peak_dbfs(x.astype(np.float32), fs)
+    assert got > 20 * np.log10(np.abs(x).max()) + 0.5  # the burst overshoots between samples
+    assert got == pytest.approx(want, abs=0.05)

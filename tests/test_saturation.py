@@ -168,3 +168,57 @@ def test_oversampling_equals_torchaudio_resample(n):
     want_down = AF.resample(up, S.OVERSAMPLE, 1, **S._RESAMPLE)
     assert down.shape == want_down.shape == x.shape
     torch.testing.assert_close(down, want_down, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [1, 63, 64, 65, 1000, 20_000])  # within a step, whole steps, and split over threads
+def test_compiled_fir_equals_numpy_correlation(n):
+    """The compiled FIR loop (renderer's resampling) against numpy: the valid correlation, summed over streams."""
+    from dmst.effects._fir import fir_sum
+
+    rng = np.random.default_rng(n)
+    for streams, taps in ((1, 1), (1, 37), (2, 37), (4, 5)):
+        x = rng.standard_normal((streams, n + taps - 1)).astype(np.float32)
+        h = rng.standard_normal((streams, taps)).astype(np.float32)
+        want = sum(np.correlate(x[i].astype(np.float64), h[i].astype(np.float64), mode="valid") for i in range(streams))
+        got = fir_sum(torch.from_numpy(x), torch.from_numpy(h)).numpy()
+        assert got.shape == (n,)
+        np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * np.sqrt(streams * taps))
+
+
+@pytest.mark.parametrize("n", [1, 37, 1000, 200_001])
+def test_phase_split_resampling_equals_torchaudio(n):
+    """The renderer's compiled resamplers keep the up-sampled signal as its phases: interleaved,
+    they are torchaudio's up-sampling, and down-sampling them is torchaudio's down-sampling."""
+    import importlib
+
+    import torchaudio.functional as AF
+
+    from dmst.effects.resample import downsample_phases, phase_margins, upsample_phases
+
+    S = importlib.import_module("dmst.effects.saturation")
+    x = torch.from_numpy(np.random.default_rng(n).standard_normal((2, n)).astype(np.float32))
+    front, back = phase_margins(S.OVERSAMPLE, n, **S._RESAMPLE)
+    phases = upsample_phases(x, S.OVERSAMPLE, front, back, **S._RESAMPLE)
+    assert phases.shape == (2, S.OVERSAMPLE, front + n + back)
+    assert not phases[..., :front].any() and not phases[..., front + n:].any()  # zero margins
+    want_up = AF.resample(x, 1, S.OVERSAMPLE, **S._RESAMPLE)
+    torch.testing.assert_close(phases[..., front: front + n].transpose(1, 2).reshape(2, -1), want_up, rtol=0, atol=1e-5)
+    down = downsample_phases(phases, n, S.OVERSAMPLE, **S._RESAMPLE)
+    torch.testing.assert_close(down, AF.resample(want_up, S.OVERSAMPLE, 1, **S._RESAMPLE), rtol=0, atol=1e-5)
+
+
+def test_compiled_waveshaper_equals_the_differentiable_one():
+    """Rendering (no gradient: compiled, in blocks of 2**20) and training (autograd) shape a long
+    stereo batch alike, item by item, with the drive and bias of each item."""
+    import importlib
+
+    S = importlib.import_module("dmst.effects.saturation")
+    n = S.COMPILED_BLOCK_LENGTH + 5000  # two blocks: the seam is inside
+    x = torch.from_numpy(0.5 * np.random.default_rng(3).standard_normal((2, 2, n)).astype(np.float32))
+    gain = torch.tensor([4.0, 1.5]).reshape(2, 1, 1)
+    bias = torch.tensor([0.3, -0.1]).reshape(2, 1, 1)
+    rendered = S.waveshape(x, gain, bias)
+    trained = S.waveshape(x, gain.clone().requires_grad_(), bias).detach()
+    assert trained.shape == rendered.shape == x.shape
+    torch.testing.assert_close(rendered, trained, rtol=0, atol=2e-6)
+    assert (rendered - x).abs().max() > 0.1  # it shaped

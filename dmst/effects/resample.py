@@ -73,3 +73,53 @@ def downsample(x: torch.Tensor, factor: int, **resample_kwargs) -> torch.Tensor:
     phases = windows.reshape(windows.shape[0], length + taps - 1, factor).transpose(1, 2)  # (pieces, factor, .)
     y = F.conv1d(phases, kernel, groups=factor).sum(dim=1)  # (pieces, length)
     return y.reshape(rows.shape[0], -1)[:, :m].reshape(shape + (m,))
+
+
+# ---------------------------------------------------------------------------
+# The same kernels as compiled FIR loops (:mod:`._fir`), for rendering without gradients.
+# The up-sampled signal stays split into its phases, (rows, factor, samples), which is what
+# the down-sampler's polyphase filter reads, so it is never interleaved.
+# ---------------------------------------------------------------------------
+
+def phase_margins(factor: int, n: int, **resample_kwargs) -> tuple[int, int]:
+    """(front, back) zero margins around ``n`` samples per phase that :func:`downsample_phases` needs."""
+    from ._fir import readable_length
+
+    kernel, width = down_kernel(factor, torch.float32, torch.device("cpu"), **resample_kwargs)
+    front = width // factor
+    return front, max(0, readable_length(n, kernel.shape[-1]) - front - n)
+
+
+def upsample_phases(x: torch.Tensor, factor: int, front: int = 0, back: int = 0, **resample_kwargs) -> torch.Tensor:
+    """``torchaudio.functional.resample(x, 1, factor)`` of float32 CPU (rows, n) ``x``, split into its phases.
+
+    Returns (rows, factor, front + n + back): ``[r, p, front + t]`` is output sample
+    ``factor * t + p`` of row ``r``; the margins are zero.
+    """
+    from ._fir import fir_into, readable_length, writable_length
+
+    kernel, width = up_kernel(factor, torch.float32, torch.device("cpu"), **resample_kwargs)
+    rows, n = x.shape
+    taps = kernel.shape[-1]
+    padded = F.pad(x.to(torch.float32), (width, readable_length(n, taps) - n - width)).contiguous()
+    out = torch.zeros(rows, factor, front + max(writable_length(n), n + back))
+    for r in range(rows):
+        for p in range(factor):
+            fir_into(padded[r: r + 1], kernel[p], out[r, p, front:], n)
+    out[..., front + n:] = 0.0  # the whole-step overrun: torchaudio's output ends at factor * n
+    return out[..., : front + n + back]
+
+
+def downsample_phases(phases: torch.Tensor, n: int, factor: int, **resample_kwargs) -> torch.Tensor:
+    """``torchaudio.functional.resample(u, factor, 1)`` (rows, n) from ``u``'s phases laid out as
+    :func:`upsample_phases` returns them, with the margins of :func:`phase_margins`."""
+    from ._fir import fir_into, writable_length
+
+    kernel, width = down_kernel(factor, torch.float32, torch.device("cpu"), **resample_kwargs)
+    if width % factor:
+        raise ValueError(f"downsample_phases needs a kernel half-width divisible by {factor}, got {width}")
+    rows = phases.shape[0]
+    out = torch.empty(rows, writable_length(n))
+    for r in range(rows):
+        fir_into(phases[r], kernel[:, 0, :].contiguous(), out[r], n)
+    return out[:, :n]

@@ -20,7 +20,7 @@ import torch
 
 from ._biquads import sosfiltfilt
 from .eq import BUTTERWORTH_Q, biquad, sosfilt_fft
-from .resample import downsample, upsample
+from .resample import downsample, downsample_phases, phase_margins, upsample, upsample_phases
 
 OVERSAMPLE = 2  # alias products stay >= 50 dB down even at full drive (tests/test_saturation.py)
 CEILING = 10 ** (12 / 20)  # soft ceiling of the curve at 0 dB drive: +12 dBFS
@@ -29,6 +29,7 @@ MAX_BIAS = 0.6  # bias at asymmetry 1
 _RESAMPLE = dict(lowpass_filter_width=16, rolloff=0.9, resampling_method="sinc_interp_kaiser", beta=14.769656459379492)
 _PAD = 64  # samples of context per block at the base rate (> the resampler's half-length)
 BLOCK_LENGTH = 2**18
+COMPILED_BLOCK_LENGTH = 2**20  # the compiled path keeps only the phases of one block (8 MiB a channel)
 
 
 def _upsample(x: torch.Tensor) -> torch.Tensor:
@@ -48,19 +49,33 @@ def _shape(x, gain, bias):
     return _downsample(wet)
 
 
+def _shape_compiled(x, gain, bias):
+    """:func:`_shape` without autograd on a CPU: the same kernels as compiled FIR loops, and the
+    curve applied to the up-sampled phases in place (:func:`dmst.effects.resample.upsample_phases`)."""
+    batch, channels, n = x.shape
+    front, back = phase_margins(OVERSAMPLE, n, **_RESAMPLE)
+    phases = upsample_phases(x.reshape(-1, n), OVERSAMPLE, front, back, **_RESAMPLE)
+    rows = phases.shape[0]
+    gain, bias = (v.to(torch.float32).reshape(-1, 1, 1).expand(batch, channels, 1).reshape(rows, 1, 1) for v in (gain, bias))
+    phases[..., front: front + n].mul_(gain).div_(CEILING).add_(bias).tanh_().sub_(torch.tanh(bias))
+    return downsample_phases(phases, n, OVERSAMPLE, **_RESAMPLE).reshape(batch, channels, n)
+
+
 def waveshape(x: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """The oversampled curve alone (no DC removal or level compensation), in blocks for long inputs."""
     n = x.shape[-1]
-    if n <= BLOCK_LENGTH:
-        return _shape(x, gain, bias)
     differentiable = torch.is_grad_enabled() and (x.requires_grad or gain.requires_grad or bias.requires_grad)
+    compiled = not differentiable and x.device.type == "cpu" and x.dtype == torch.float32 and gain.numel() <= x.shape[0]
+    shape_block, block_length = (_shape_compiled, COMPILED_BLOCK_LENGTH) if compiled else (_shape, BLOCK_LENGTH)
+    if n <= block_length:
+        return shape_block(x, gain, bias)
     # Without autograd the blocks go straight into one output buffer (no list + cat: half the memory).
     # (The broadcast shape by hand: torch.broadcast_shapes imports sympy, 0.5 s of every command-line render.)
     shape = tuple(max(sizes) for sizes in zip(x.shape, gain.shape, bias.shape))
     blocks, out = [], None if differentiable else x.new_empty(shape)
-    for start in range(0, n, BLOCK_LENGTH):
-        lo, hi = max(0, start - _PAD), min(n, start + BLOCK_LENGTH + _PAD)
-        block = _shape(x[..., lo:hi], gain, bias)[..., start - lo: start - lo + min(BLOCK_LENGTH, n - start)]
+    for start in range(0, n, block_length):
+        lo, hi = max(0, start - _PAD), min(n, start + block_length + _PAD)
+        block = shape_block(x[..., lo:hi], gain, bias)[..., start - lo: start - lo + min(block_length, n - start)]
         if out is None:
             blocks.append(block)
         else:
