@@ -326,11 +326,16 @@ def cmd_render(args) -> int:
             raise CliError("--save-params and the audio output are the same file; choose another name")
         check_output(args.save_params, inputs + ([Path(args.params)] if args.params else []), args.force)
 
-    # Read every input before writing anything: a broken file stops the run with nothing written.
-    first = read_audio(inputs[0])
-    for source in inputs[1:]:
-        read_audio(source)
-    model = _load_model(args) if params is None else None
+    from .effects._llvm import compile_render_kernels
+
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the kernels compile while the files are read
+        compiling = pool.submit(compile_render_kernels)
+        # Read every input before writing anything: a broken file stops the run with nothing written.
+        first = read_audio(inputs[0])
+        for source in inputs[1:]:
+            read_audio(source)
+        model = _load_model(args) if params is None else None
+        compiling.result()
     if args.out_dir:
         Path(args.out_dir).mkdir(parents=True, exist_ok=True)
 
