@@ -257,6 +257,25 @@ def test_compiled_ballistics_equal_a_plain_python_loop(dtype):
     assert float(np.abs(want).max()) > 1.0  # the signal really is compressed
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_compiled_static_curve_and_ballistics_equal_the_analytic_curve_then_the_loop(dtype):
+    """With the static curve inside the loop (the render path): Giannoulis' eq. 4 in numpy, then the plain loop."""
+    from dmst.effects._ballistics import ballistics
+
+    rng = np.random.default_rng(8)
+    level = np.clip(-30.0 + rng.standard_normal((3, 5000)).cumsum(axis=1), -120.0, 0.0)  # wandering level, dBFS
+    curves = [(-30.0, 2.0, 0.0), (-24.0, 8.0, 12.0), (-40.0, 1.5, 6.0)]
+    attack = torch.tensor([1.0, 0.05, 0.0007], dtype=dtype)
+    release = torch.tensor([0.3, 0.002, 0.00003], dtype=dtype)
+    lv = torch.from_numpy(level).to(dtype)
+    target = np.stack([analytic_gain_db(lv[b].double().numpy(), *curves[b]) for b in range(3)])
+    want = _ballistics_reference(target, attack.double().numpy(), release.double().numpy())
+    curve = tuple(torch.tensor(c, dtype=dtype) for c in zip(*curves))
+    got = ballistics(lv, attack, release, curve=curve)
+    np.testing.assert_allclose(got.double().numpy(), want, rtol=0, atol=1e-9 if dtype == torch.float64 else 1e-4)
+    assert float(np.abs(want).max()) > 3.0 and float(np.abs(want).min()) == 0.0  # above and below the knee
+
+
 def test_compiled_ballistics_reject_mismatched_coefficients():
     from dmst.effects._ballistics import ballistics
 

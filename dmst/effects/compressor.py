@@ -20,6 +20,7 @@ gradients, the same recursions run as one compiled loop (:mod:`._ballistics`).
 """
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -97,12 +98,16 @@ def compressor(
         for channel in range(1, x.shape[1]):
             torch.maximum(level_db, x[:, channel].abs(), out=level_db)
         level_db.clamp_min_(10 ** (LEVEL_FLOOR_DB / 20)).log10_().mul_(20)
-    target_db = gain_computer(level_db, threshold_db[:, None], ratio[:, None], knee_db[:, None])
-    del level_db  # intermediates are released as soon as they are used: long files need less memory
-
     attack = time_constant_coefficient(attack_ms, sample_rate)
     release = time_constant_coefficient(release_ms, sample_rate)
-    if torch.is_grad_enabled() and (target_db.requires_grad or attack.requires_grad or release.requires_grad):
+    differentiable = torch.is_grad_enabled() and any(
+        v.requires_grad for v in (level_db, threshold_db, ratio, knee_db, attack, release))
+    if not differentiable:  # static curve and both smoothing passes in one compiled loop (dmst/effects/_ballistics.py)
+        gain_db = ballistics(level_db, attack, release, curve=(threshold_db, ratio, knee_db))
+        del level_db
+    else:
+        target_db = gain_computer(level_db, threshold_db[:, None], ratio[:, None], knee_db[:, None])
+        del level_db  # intermediates are released as soon as they are used: long files need less memory
         compressor_core = _compressor_core()
         instant = torch.ones_like(attack)
         start = torch.zeros_like(attack)
@@ -110,13 +115,10 @@ def compressor(
         held_db = compressor_core(target_db, start, instant, release)
         # Pass 2: attack-only smoothing (release coefficient 1 follows recovery as it comes).
         gain_db = compressor_core(held_db, start, attack, instant)
-        del held_db
-    else:
-        gain_db = ballistics(target_db, attack, release)  # the same recursions, compiled (dmst/effects/_ballistics.py)
-    del target_db
+        del held_db, target_db
 
     if torch.is_grad_enabled() and (gain_db.requires_grad or makeup_gain_db.requires_grad):
         y = x * 10 ** ((gain_db + makeup_gain_db[:, None]) / 20).unsqueeze(1)
-    else:  # the same arithmetic, one temporary
-        y = x * torch.pow(10, (gain_db + makeup_gain_db[:, None]).div_(20)).unsqueeze(1)
+    else:  # the same arithmetic, one temporary: 10 ** (dB / 20) as exp(dB * ln(10) / 20)
+        y = x * (gain_db + makeup_gain_db[:, None]).mul_(math.log(10) / 20).exp_().unsqueeze(1)
     return (y, gain_db) if return_gain else y
