@@ -28,6 +28,8 @@ sys.path.insert(0, str(ROOT))
 import train  # noqa: E402
 from dmst import schema  # noqa: E402
 from dmst.console import render  # noqa: E402
+from dmst.data import excerpt_loudness_offset_lu  # noqa: E402
+from dmst.effects.gain import integrated_loudness, staging_gain_db  # noqa: E402
 from dmst.encoder import load_model  # noqa: E402
 from dmst.losses import MixLoss  # noqa: E402
 
@@ -58,13 +60,20 @@ def main(argv=None):
     batch = 8
     crop = 5 * SR
 
+    # As train.py's crops: the mix is the whole take through the console; each crop carries the
+    # take's staging gain and how far the mix's crop sits from the whole mix's loudness.
+    staging = staging_gain_db(long[None, None], SR)
+    with torch.no_grad():
+        long_mix = render(long[None, None], SR, schema.stack([target]), staging_db=staging)[0, 0]
+    long_mix_lufs = float(integrated_loudness(long_mix[None, None], SR)[0])
+
     def step(n):
         starts = torch.randint(0, long.shape[0] - crop, (n,))
-        raw = torch.stack([long[s:s + crop] for s in starts])[:, None].to(device)
-        with torch.no_grad():
-            mix = render(raw, SR, schema.stack([target] * n, device=device))
-        staging = torch.zeros(n, device=device)
-        loss = loss_fn(train.predict_and_render(encoder, raw, staging), mix)
+        raw = torch.stack([long[s:s + crop] for s in starts])[:, None]
+        mix = torch.stack([long_mix[s:s + crop] for s in starts])[:, None]
+        offset = excerpt_loudness_offset_lu(mix, [long_mix_lufs] * n, SR)
+        context = (staging.expand(n).to(device), offset.to(device))
+        loss = loss_fn(train.predict_and_render(encoder, raw.to(device), context), mix.to(device))
         opt.zero_grad()
         loss.backward()
         opt.step()
