@@ -4,7 +4,9 @@
 
 1. Held-out real voices (the `fillets-ng-data-cs` recordings, never used for the
    bundled model) are mixed with `other_style` (dmst/house_style.py), an adaptive
-   "dark, dense broadcast" style unlike the house style the default model learned.
+   "dark, dense broadcast" style unlike the house style the default model learned
+   (it even delivers at a loudness that follows the voice's effort, -16..-12 LUFS,
+   where the house style always delivers at -16).
 2. The default model is fine-tuned on 100 of those pairs within a CPU time budget
    (train.py --init default --time-budget MINUTES).
 3. On 30 other held-out songs, full length, it is compared with three baselines:

@@ -140,6 +140,11 @@ def test_dull_voice_gets_more_presence_and_air(voice, desc):
     o_dull, o_bright = hs.other_style(hs.analyse(dull, SR)), hs.other_style(hs.analyse(bright, SR))
     assert o_bright["eq"]["presence_gain_db"] < o_dull["eq"]["presence_gain_db"]
     assert o_bright["eq"]["presence_gain_db"] < -2.0
+    # ... and, hearing more effort in the brighter take, delivers it louder (within -16..-12 LUFS).
+    louder = o_bright["output"]["loudness_lufs"] - o_dull["output"]["loudness_lufs"]
+    assert 1.0 < louder <= 4.0
+    assert all(-16.0 <= o["output"]["loudness_lufs"] <= -12.0 for o in (o_dull, o_bright))
+    assert p_dull["output"]["loudness_lufs"] == p_bright["output"]["loudness_lufs"] == -16.0  # the house style does not
 
 
 def test_boxy_voice_gets_a_deeper_low_mid_cut_above_the_fundamental(voice, desc):
@@ -208,9 +213,13 @@ def test_other_style_differs_from_house_style(voice, desc):
 # ---------------------------------------------------------------------------
 
 def test_mix_lands_on_target_loudness(clip):
-    for style, target in ((hs.house_style, -16.0), (hs.other_style, -14.0)):
+    d = hs.analyse(clip, SR)
+    effort_lu = hs.OTHER_EFFORT_LU_PER_DB * (10 * math.log10(d["presence_ratio"]) - hs.REF_PRESENCE_DB)
+    other_target = -14.0 + min(2.0, max(-2.0, effort_lu))
+    for style, target in ((hs.house_style, -16.0), (hs.other_style, other_target)):
         y, params = hs.mix(clip, SR, style)
         assert y.shape == clip.shape and torch.isfinite(y).all()
+        assert params["output"]["loudness_lufs"] == pytest.approx(target, abs=1e-9)
         # Within 1 LU is the requirement; the loudness match is exact, so hold it to 0.1.
         assert abs(loudness(y) - target) < 0.1, style.__name__
         schema.validate(params)
