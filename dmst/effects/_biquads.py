@@ -23,11 +23,9 @@ from __future__ import annotations
 import ctypes
 import functools
 import math
-from concurrent.futures import ThreadPoolExecutor
-
 import torch
 
-from ._llvm import compile_function
+from ._llvm import compile_function, run_jobs
 
 LANES = 16  # chunks per vector: 4 AVX2 registers of 4 doubles, enough to hide the recursion's latency
 BLOCK_STEPS = 256  # steps per tile: LANES x 256 doubles (32 KiB) stay in L1 while every section runs over them
@@ -215,13 +213,7 @@ def _run(src: torch.Tensor, dst: torch.Tensor, sos: torch.Tensor, backward: bool
     kernel = _compiled(src.dtype == torch.float64)
     jobs = [(src[r].data_ptr(), dst[r].data_ptr(), n, chunk, warmup, g * LANES, sos[r].data_ptr(), sos.shape[1],
              int(backward)) for r in range(rows) for g in range(groups)]
-    threads = min(len(jobs), torch.get_num_threads())
-    if threads > 1:  # ctypes releases the GIL: the jobs run on separate cores
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(lambda job: kernel(*job), jobs))
-    else:
-        for job in jobs:
-            kernel(*job)
+    run_jobs(kernel, jobs, torch.get_num_threads())
 
 
 def _row_cascades(sos: torch.Tensor, batch: int, channels: int) -> torch.Tensor:

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import ctypes
 import functools
-from concurrent.futures import ThreadPoolExecutor
-
 import torch
 
-from ._llvm import compile_function
+from ._llvm import compile_function, run_jobs
 
 WIDTH = 8  # floats per register
 REGISTERS = 8  # independent accumulators: enough to keep both FMA units busy despite their latency
@@ -80,21 +78,6 @@ def _compiled():
     return compile_function(_build_ir(), "fir_sum", [p, i64, i64, p, i64, p, i64])
 
 
-_pool = None
-
-
-def _run(jobs) -> None:
-    """Run kernel calls on up to ``torch.get_num_threads()`` cores (ctypes releases the GIL)."""
-    global _pool
-    kernel = _compiled()
-    if len(jobs) == 1:
-        kernel(*jobs[0])
-        return
-    if _pool is None:
-        _pool = ThreadPoolExecutor(max(2, torch.get_num_threads()), thread_name_prefix="dmst-fir")
-    list(_pool.map(lambda job: kernel(*job), jobs))
-
-
 def readable_length(n: int, taps: int) -> int:
     """How many samples per stream :func:`fir_into` reads for ``n`` outputs (it works in whole steps)."""
     return -(-n // STEP) * STEP + taps - 1
@@ -121,8 +104,9 @@ def fir_into(x: torch.Tensor, h: torch.Tensor, out: torch.Tensor, n: int) -> Non
     steps = writable_length(n) // STEP
     pieces = max(1, min(torch.get_num_threads(), steps // 64))  # pieces of >= 4096 outputs
     cuts = [steps * t // pieces for t in range(pieces + 1)]
-    _run([(x.data_ptr() + 4 * STEP * lo, x.stride(0), streams, h.data_ptr(), taps, out.data_ptr() + 4 * STEP * lo,
-           hi - lo) for lo, hi in zip(cuts, cuts[1:]) if hi > lo])
+    jobs = [(x.data_ptr() + 4 * STEP * lo, x.stride(0), streams, h.data_ptr(), taps, out.data_ptr() + 4 * STEP * lo,
+             hi - lo) for lo, hi in zip(cuts, cuts[1:]) if hi > lo]
+    run_jobs(_compiled(), jobs, pieces)
 
 
 def fir_sum(x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:

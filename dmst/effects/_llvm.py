@@ -8,6 +8,7 @@ llvmlite is the JIT layer under Numba; using it directly compiles such a loop in
 from __future__ import annotations
 
 import ctypes
+from concurrent.futures import ThreadPoolExecutor
 
 _engines = []  # compiled code lives as long as its execution engine: keep them all
 
@@ -27,6 +28,24 @@ def compile_function(ir_text: str, name: str, argtypes: list):
     engine.finalize_object()
     _engines.append(engine)
     return ctypes.CFUNCTYPE(None, *argtypes)(engine.get_function_address(name))
+
+_pool: ThreadPoolExecutor | None = None
+
+
+def run_jobs(function, jobs: list[tuple], threads: int) -> None:
+    """``function(*job)`` for every job, on up to ``threads`` threads at once.
+
+    Compiled functions are called through ctypes, which releases the GIL, so the
+    jobs run on separate cores.  One pool serves the whole process.
+    """
+    global _pool
+    if threads <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            function(*job)
+        return
+    if _pool is None or _pool._max_workers < threads:
+        _pool = ThreadPoolExecutor(threads, thread_name_prefix="dmst-kernels")
+    list(_pool.map(lambda job: function(*job), jobs))
 
 
 def compile_render_kernels() -> None:
