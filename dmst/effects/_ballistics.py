@@ -16,7 +16,7 @@ import functools
 
 import torch
 
-from ._llvm import compile_function
+from ._llvm import compile_function, ir_loop
 
 
 def _build_ir(io_double: bool) -> str:
@@ -41,65 +41,43 @@ def _build_ir(io_double: bool) -> str:
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ptr, ptr, i64, i64, ptr, ptr, i64, ptr, ptr, ptr]),
                      name="ballistics")
     f_in, out, batch, n, attack, release, curve, threshold, ratio, knee = fn.args
-    entry, item_head, item_body, sample_head, sample_body, item_next, done = (
-        fn.append_basic_block(name) for name in
-        ("entry", "item_head", "item_body", "sample_head", "sample_body", "item_next", "done"))
-    zero_i, one_i = ir.Constant(i64, 0), ir.Constant(i64, 1)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
     zero, one, two = ir.Constant(f64, 0.0), ir.Constant(f64, 1.0), ir.Constant(f64, 2.0)
+    use_curve = b.icmp_signed("!=", curve, ir.Constant(i64, 0))
 
-    def load(builder, pointer, index):
-        value = builder.load(builder.gep(pointer, [index]))
-        return value if io_double else builder.fpext(value, f64)
+    def load(pointer, index):
+        value = b.load(b.gep(pointer, [index]))
+        return value if io_double else b.fpext(value, f64)
 
-    builder = ir.IRBuilder(entry)
-    use_curve = builder.icmp_signed("!=", curve, zero_i)
-    builder.branch(item_head)
+    def item(i):
+        a, r = load(attack, i), load(release, i)
+        keep_a, keep_r = b.fsub(one, a), b.fsub(one, r)
+        thr, width = load(threshold, i), load(knee, i)  # the curve's constants (knee > 0)
+        slope = b.fsub(b.fdiv(one, load(ratio, i)), one)
+        half = b.fdiv(width, two)
+        row = b.mul(i, n)
 
-    builder.position_at_end(item_head)  # for b in range(batch)
-    b = builder.phi(i64)
-    b.add_incoming(zero_i, entry)
-    builder.cbranch(builder.icmp_signed("<", b, batch), item_body, done)
+        def sample(t, held, gain):
+            index = b.add(row, t)
+            f = load(f_in, index)
+            over = b.fsub(f, thr)
+            bend = b.fadd(over, half)
+            in_knee = b.fdiv(b.fmul(b.fmul(bend, bend), slope), b.fmul(two, width))
+            static = b.select(b.fcmp_ordered(">", over, half), b.fmul(over, slope), in_knee)
+            static = b.select(b.fcmp_ordered("<", over, b.fsub(zero, half)), zero, static)
+            f = b.select(use_curve, static, f)
+            released = b.fadd(b.fmul(held, keep_r), b.fmul(r, f))
+            new_held = b.select(b.fcmp_ordered("<", f, held), f, released)
+            attacked = b.fadd(b.fmul(gain, keep_a), b.fmul(a, new_held))
+            new_gain = b.select(b.fcmp_ordered("<", new_held, gain), attacked, new_held)
+            b.store(new_gain if io_double else b.fptrunc(new_gain, io), b.gep(out, [index]))
+            return [new_held, new_gain]
 
-    builder.position_at_end(item_body)
-    a, r = load(builder, attack, b), load(builder, release, b)
-    keep_a, keep_r = builder.fsub(one, a), builder.fsub(one, r)
-    thr, width = load(builder, threshold, b), load(builder, knee, b)  # the curve's constants (knee > 0)
-    slope = builder.fsub(builder.fdiv(one, load(builder, ratio, b)), one)
-    half = builder.fdiv(width, two)
-    row = builder.mul(b, n)
-    builder.branch(sample_head)
+        ir_loop(b, ir.Constant(i64, 0), n, [zero, zero], sample)
+        return []
 
-    builder.position_at_end(sample_head)  # for t in range(n), carrying held and gain
-    t, held, gain = builder.phi(i64), builder.phi(f64), builder.phi(f64)
-    for phi, start in ((t, zero_i), (held, zero), (gain, zero)):
-        phi.add_incoming(start, item_body)
-    builder.cbranch(builder.icmp_signed("<", t, n), sample_body, item_next)
-
-    builder.position_at_end(sample_body)
-    index = builder.add(row, t)
-    f = load(builder, f_in, index)
-    over = builder.fsub(f, thr)
-    bend = builder.fadd(over, half)
-    in_knee = builder.fdiv(builder.fmul(builder.fmul(bend, bend), slope), builder.fmul(two, width))
-    static = builder.select(builder.fcmp_ordered(">", over, half), builder.fmul(over, slope), in_knee)
-    static = builder.select(builder.fcmp_ordered("<", over, builder.fsub(zero, half)), zero, static)
-    f = builder.select(use_curve, static, f)
-    released = builder.fadd(builder.fmul(held, keep_r), builder.fmul(r, f))
-    new_held = builder.select(builder.fcmp_ordered("<", f, held), f, released)
-    attacked = builder.fadd(builder.fmul(gain, keep_a), builder.fmul(a, new_held))
-    new_gain = builder.select(builder.fcmp_ordered("<", new_held, gain), attacked, new_held)
-    builder.store(new_gain if io_double else builder.fptrunc(new_gain, io), builder.gep(out, [index]))
-    t.add_incoming(builder.add(t, one_i), sample_body)
-    held.add_incoming(new_held, sample_body)
-    gain.add_incoming(new_gain, sample_body)
-    builder.branch(sample_head)
-
-    builder.position_at_end(item_next)
-    b.add_incoming(builder.add(b, one_i), item_next)
-    builder.branch(item_head)
-
-    builder.position_at_end(done)
-    builder.ret_void()
+    ir_loop(b, ir.Constant(i64, 0), batch, [], item)
+    b.ret_void()
     return str(module)
 
 

@@ -25,39 +25,12 @@ import functools
 import math
 import torch
 
-from ._llvm import compile_function, run_jobs
+from ._llvm import compile_function, ir_loop, run_jobs
 
 LANES = 16  # chunks per vector: 4 AVX2 registers of 4 doubles, enough to hide the recursion's latency
 BLOCK_STEPS = 256  # steps per tile: LANES x 256 doubles (32 KiB) stay in L1 while every section runs over them
 FORGET = 1e-16  # what is left of a lane's wrong initial state when its chunk starts
 MIN_GROUP_STEPS = 2**17  # a row is split across threads only into pieces at least this long
-
-
-def _loop(builder, start, stop, carried, body):
-    """IR for ``for i in range(start, stop): carried = body(i, *carried)``; returns the final ``carried``."""
-    import llvmlite.ir as ir
-
-    before = builder.block
-    head, inside, after = (builder.append_basic_block(name) for name in ("head", "body", "after"))
-    builder.branch(head)
-    builder.position_at_end(head)
-    i = builder.phi(start.type)
-    i.add_incoming(start, before)
-    phis = []
-    for value in carried:
-        phi = builder.phi(value.type)
-        phi.add_incoming(value, before)
-        phis.append(phi)
-    builder.cbranch(builder.icmp_signed("<", i, stop), inside, after)
-    builder.position_at_end(inside)
-    new = body(i, *phis)
-    end = builder.block
-    i.add_incoming(builder.add(i, ir.Constant(i.type, 1)), end)
-    for phi, value in zip(phis, new):
-        phi.add_incoming(value, end)
-    builder.branch(head)
-    builder.position_at_end(after)
-    return phis
 
 
 def _build_ir(io_double: bool) -> str:
@@ -98,7 +71,7 @@ def _build_ir(io_double: bool) -> str:
         b.store(zero_vec, b.gep(state, [s]))
         return []
 
-    _loop(b, const(0), b.mul(sections, const(2)), [], clear)
+    ir_loop(b, const(0), b.mul(sections, const(2)), [], clear)
 
     def sample_index(k):  # where lane 0's step k is in the row, relative to its chunk start, minus the warm-up
         return b.sub(b.select(is_backward, b.sub(span, k), k), warmup)
@@ -120,7 +93,7 @@ def _build_ir(io_double: bool) -> str:
             b.store(lanes, b.gep(tile, [kk]))
             return []
 
-        _loop(b, const(0), m, [], gather)
+        ir_loop(b, const(0), m, [], gather)
 
         def section(s):
             base = b.mul(s, const(6))
@@ -139,12 +112,12 @@ def _build_ir(io_double: bool) -> str:
                 b.store(y, at)
                 return [b.fadd(b.fsub(b.fmul(b1, x), b.fmul(a1, y)), z2), b.fsub(b.fmul(b2, x), b.fmul(a2, y))]
 
-            z1, z2 = _loop(b, const(0), m, [b.load(z1_at), b.load(z2_at)], step)
+            z1, z2 = ir_loop(b, const(0), m, [b.load(z1_at), b.load(z2_at)], step)
             b.store(z1, z1_at)
             b.store(z2, z2_at)
             return []
 
-        _loop(b, const(0), sections, [], section)
+        ir_loop(b, const(0), sections, [], section)
 
         def scatter(kk):  # warm-up steps are not written
             k = b.add(k0, kk)
@@ -156,10 +129,10 @@ def _build_ir(io_double: bool) -> str:
                     b.store(value if io_double else b.fptrunc(value, io), b.gep(dst, [b.add(offset, lane_start[j])]))
             return []
 
-        _loop(b, const(0), m, [], scatter)
+        ir_loop(b, const(0), m, [], scatter)
         return []
 
-    _loop(b, const(0), b.sdiv(b.add(steps, const(BLOCK_STEPS - 1)), const(BLOCK_STEPS)), [], tile_body)
+    ir_loop(b, const(0), b.sdiv(b.add(steps, const(BLOCK_STEPS - 1)), const(BLOCK_STEPS)), [], tile_body)
     b.ret_void()
     return str(module)
 

@@ -14,7 +14,7 @@ import ctypes
 import functools
 import torch
 
-from ._llvm import compile_function, run_jobs
+from ._llvm import compile_function, ir_loop, run_jobs
 
 WIDTH = 8  # floats per register
 REGISTERS = 8  # independent accumulators: enough to keep both FMA units busy despite their latency
@@ -27,8 +27,6 @@ def _build_ir() -> str:
         y[n] = sum over i < streams, k < taps of  h[i * taps + k] * x[i * stride + n + k],   n < steps * STEP
     """
     import llvmlite.ir as ir
-
-    from ._biquads import _loop
 
     f32, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
     vec = ir.VectorType(f32, WIDTH)
@@ -60,14 +58,14 @@ def _build_ir() -> str:
                 return [b.call(fma, [c, b.load(vector_at(x, b.add(start, const(WIDTH * j))), align=4), acc[j]])
                         for j in range(REGISTERS)]
 
-            return _loop(b, const(0), taps, list(acc), tap)
+            return ir_loop(b, const(0), taps, list(acc), tap)
 
-        acc = _loop(b, const(0), streams, [zero] * REGISTERS, stream)
+        acc = ir_loop(b, const(0), streams, [zero] * REGISTERS, stream)
         for j in range(REGISTERS):
             b.store(acc[j], vector_at(y, b.add(n0, const(WIDTH * j))), align=4)
         return []
 
-    _loop(b, const(0), steps, [], step)
+    ir_loop(b, const(0), steps, [], step)
     b.ret_void()
     return str(module)
 

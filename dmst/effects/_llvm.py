@@ -1,9 +1,9 @@
 """Compile small LLVM IR functions (built with llvmlite.ir) to machine code, once per process.
 
-Used for the few sample-by-sample recursions that cannot be vectorised and that a
-command-line render runs over whole files (see :mod:`._ballistics`, :mod:`._biquads`).
-llvmlite is the JIT layer under Numba; using it directly compiles such a loop in about
-10 ms, where loading Numba's full CPU target costs a new process about 0.85 s.
+The renderer's loops over whole files (:mod:`._ballistics`, :mod:`._biquads`,
+:mod:`._fir`) are written as LLVM IR, compiled here for this CPU, and called through
+ctypes.  llvmlite is the JIT layer under Numba; using it directly compiles a loop in
+10-30 ms, where loading Numba's full CPU target costs a new process about 0.85 s.
 """
 from __future__ import annotations
 
@@ -28,6 +28,33 @@ def compile_function(ir_text: str, name: str, argtypes: list):
     engine.finalize_object()
     _engines.append(engine)
     return ctypes.CFUNCTYPE(None, *argtypes)(engine.get_function_address(name))
+
+def ir_loop(builder, start, stop, carried, body):
+    """IR for ``for i in range(start, stop): carried = body(i, *carried)``; returns the final ``carried``."""
+    import llvmlite.ir as ir
+
+    before = builder.block
+    head, inside, after = (builder.append_basic_block(name) for name in ("head", "body", "after"))
+    builder.branch(head)
+    builder.position_at_end(head)
+    i = builder.phi(start.type)
+    i.add_incoming(start, before)
+    phis = []
+    for value in carried:
+        phi = builder.phi(value.type)
+        phi.add_incoming(value, before)
+        phis.append(phi)
+    builder.cbranch(builder.icmp_signed("<", i, stop), inside, after)
+    builder.position_at_end(inside)
+    new = body(i, *phis)
+    end = builder.block
+    i.add_incoming(builder.add(i, ir.Constant(i.type, 1)), end)
+    for phi, value in zip(phis, new):
+        phi.add_incoming(value, end)
+    builder.branch(head)
+    builder.position_at_end(after)
+    return phis
+
 
 _pool: ThreadPoolExecutor | None = None
 
