@@ -1,6 +1,6 @@
 """Does dmst learn a style it was never shown?  The style-transfer quality benchmark.
 
-    python bench/quality.py [--voices ../shared/data/voices] [--minutes 20] [--reuse-fixed]
+    python bench/quality.py [--voices ../shared/data/voices] [--minutes 20] [--seed 0] [--work DIR] [--reuse-fixed]
 
 1. Held-out real voices (the `fillets-ng-data-cs` recordings, never used for the
    bundled model) are mixed with `other_style` (dmst/house_style.py), an adaptive
@@ -76,6 +76,7 @@ def main(argv=None):
     p.add_argument("--work", default=str(ROOT / "runs" / "quality"))
     p.add_argument("--minutes", type=float, default=20.0, help="fine-tuning CPU budget")
     p.add_argument("--fit-steps", type=int, default=150, help="optimiser steps per song for the ceiling")
+    p.add_argument("--seed", type=int, default=0, help="training seed of the fine-tuned and global models (the songs stay the same)")
     p.add_argument("--reuse-fixed", action="store_true",
                    help="reuse the raw-input, default-model and ceiling results saved by an earlier run in --work "
                         "(valid only while the console DSP and the default model are unchanged)")
@@ -87,7 +88,7 @@ def main(argv=None):
         (work / "truth.json").write_text(json.dumps(truth))
     truth = json.loads((work / "truth.json").read_text())
 
-    common = ["--data", str(work / "train"), "--init", "default", "--crop-seconds", "3.0", "--batch-size", "8", "--seed", "0", "--quiet"]
+    common = ["--data", str(work / "train"), "--init", "default", "--crop-seconds", "3.0", "--batch-size", "8", "--seed", str(args.seed), "--quiet"]
     timings = {}
     if not (work / "finetuned" / "model.pt").exists():
         t = time.monotonic()
@@ -142,7 +143,8 @@ def main(argv=None):
     beats = {m: all(summary["fine-tuned"][m] < summary[b][m] for b in ("raw input", "default model", "global setting"))
              for m in metrics[:4]}
     result = {"summary": summary, "gap_closed_mrstft": gap_closed, "fine_tuned_beats_all_baselines": beats,
-              "train_songs": len(train_files), "test_songs": len(test_files), "fine_tune_minutes": args.minutes, "timings": timings,
+              "train_songs": len(train_files), "test_songs": len(test_files), "fine_tune_minutes": args.minutes,
+              "seed": args.seed, "timings": timings,
               "finetune_history": json.loads((work / "finetuned" / "metrics.json").read_text())["epochs"][-1]}
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
