@@ -278,7 +278,7 @@ def true_peak_dbfs(audio, sample_rate: int) -> float:
         with torch.no_grad():
             for start in range(0, n, block):
                 lo = max(0, start - pad)
-                up = upsample_phases(x[:, lo: start + block + pad].contiguous(), factor, **_TRUE_PEAK_RESAMPLE)
+                up = upsample_phases(x[:, lo: start + block + pad], factor, **_TRUE_PEAK_RESAMPLE)
                 # Only this block's own samples: the cut edges of the padding ring.
                 keep = up[..., start - lo: start - lo + min(block, n - start)]
                 peak = max(peak, float(keep.abs().max()))

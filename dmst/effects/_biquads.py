@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import math
+
 import torch
 
 from ._llvm import compile_function, ir_loop, run_jobs
@@ -167,7 +168,7 @@ def _plan(n: int, warmup: int | None) -> tuple[int, int, int]:
     """(groups, chunk, warm-up) for a row of ``n`` samples: ``groups`` kernel calls of ``LANES`` chunks each.
 
     Depends on the signal and the filter only, never on the thread count, so results
-    are the same on every machine.  A warm-up reaching back to the row's start makes
+    do not change with the number of threads.  A warm-up reaching back to the row's start makes
     every lane exact (the sequential recursion); that is used when the filter's
     memory is longer than a chunk.
     """
@@ -178,11 +179,11 @@ def _plan(n: int, warmup: int | None) -> tuple[int, int, int]:
     return groups, chunk, exact if warmup is None else min(warmup, exact)
 
 
-def _run(src: torch.Tensor, dst: torch.Tensor, sos: torch.Tensor, backward: bool, length: int) -> None:
-    """Filter each row of CPU ``src`` (rows, n; rows contiguous), zero-extended to ``length`` samples,
-    into ``dst`` (rows, >= ``_padded_length(length, sos)``)."""
+def _run(src: torch.Tensor, dst: torch.Tensor, sos: torch.Tensor, backward: bool, plan: tuple[int, int, int]) -> None:
+    """Filter each row of CPU ``src`` (rows, n; rows contiguous), zero-extended as far as ``plan`` reaches,
+    into ``dst`` (rows, >= groups x ``LANES`` x chunk)."""
     rows, n = src.shape
-    groups, chunk, warmup = _plan(length, warmup_length(sos))
+    groups, chunk, warmup = plan
     kernel = _compiled(src.dtype == torch.float64)
     jobs = [(src[r].data_ptr(), dst[r].data_ptr(), n, chunk, warmup, g * LANES, sos[r].data_ptr(), sos.shape[1],
              int(backward)) for r in range(rows) for g in range(groups)]
@@ -193,11 +194,6 @@ def _row_cascades(sos: torch.Tensor, batch: int, channels: int) -> torch.Tensor:
     sos = sos.detach().to("cpu", torch.float64)
     sos = sos / sos[..., 3:4]  # a0 = 1
     return sos.expand(batch, -1, -1).repeat_interleave(channels, dim=0).contiguous()  # one cascade per row
-
-
-def _padded_length(n: int, sos: torch.Tensor) -> int:
-    groups, chunk, _ = _plan(n, warmup_length(sos))
-    return groups * LANES * chunk
 
 
 def sosfilt(x: torch.Tensor, sos: torch.Tensor, backward: bool = False) -> torch.Tensor:
@@ -211,9 +207,10 @@ def sosfilt(x: torch.Tensor, sos: torch.Tensor, backward: bool = False) -> torch
         raise TypeError(f"sosfilt needs float32 or float64 audio, got {x.dtype}")
     batch, channels, n = x.shape
     rows = _row_cascades(sos, batch, channels)
+    plan = _plan(n, warmup_length(rows))
     src = x.detach().to("cpu").reshape(batch * channels, n).contiguous()
-    dst = torch.empty(batch * channels, _padded_length(n, rows), dtype=x.dtype)
-    _run(src, dst, rows, backward, n)
+    dst = torch.empty(batch * channels, plan[0] * LANES * plan[1], dtype=x.dtype)
+    _run(src, dst, rows, backward, plan)
     return dst[:, :n].reshape(batch, channels, n).to(x.device)
 
 
@@ -229,9 +226,10 @@ def sosfiltfilt(x: torch.Tensor, sos: torch.Tensor, tail: int) -> torch.Tensor:
     batch, channels, n = x.shape
     rows = _row_cascades(sos, batch, channels)
     length = n + tail
+    plan = _plan(length, warmup_length(rows))
     src = x.detach().to("cpu").reshape(batch * channels, n).contiguous()
-    forward = torch.empty(batch * channels, _padded_length(length, rows), dtype=x.dtype)
-    _run(src, forward, rows, False, length)  # src reads as zero past n: the tail
+    forward = torch.empty(batch * channels, plan[0] * LANES * plan[1], dtype=x.dtype)
+    _run(src, forward, rows, False, plan)  # src reads as zero past n: the tail
     backward = torch.empty_like(forward)
-    _run(forward[:, :length], backward, rows, True, length)
+    _run(forward[:, :length], backward, rows, True, plan)
     return backward[:, :n].reshape(batch, channels, n).to(x.device)

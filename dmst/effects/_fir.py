@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+
 import torch
 
 from ._llvm import compile_function, ir_loop, run_jobs

@@ -65,7 +65,8 @@ def waveshape(x: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor) -> torch.
     """The oversampled curve alone (no DC removal or level compensation), in blocks for long inputs."""
     n = x.shape[-1]
     differentiable = torch.is_grad_enabled() and (x.requires_grad or gain.requires_grad or bias.requires_grad)
-    compiled = not differentiable and x.device.type == "cpu" and x.dtype == torch.float32 and gain.numel() <= x.shape[0]
+    compiled = (not differentiable and x.device.type == "cpu" and x.dtype == torch.float32
+                and gain.numel() in (1, x.shape[0]) and bias.numel() in (1, x.shape[0]))  # one value, or one per item
     shape_block, block_length = (_shape_compiled, COMPILED_BLOCK_LENGTH) if compiled else (_shape, BLOCK_LENGTH)
     if n <= block_length:
         return shape_block(x, gain, bias)
