@@ -9,7 +9,7 @@ there).  Each (case, implementation) runs in its own child process, so its peak
 memory (``VmHWM``, the peak resident set size, input audio and libraries included)
 is its own.  Inside a child:
 
-* one render of a 1 s clip (first call: includes compiling the compressor's loop
+* one render of a 1 s clip (first call: includes compiling the render loops
   and building the resampling kernels), then a second render of the same clip;
   their difference is reported as the first-call cost;
 * the timed render of the whole file under ``torch.no_grad()`` (best of

@@ -208,7 +208,8 @@ def test_float32_signal_matches_sosfilt(path, fs):
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("fs", RATES)
 def test_long_signal_overlap_add_matches_sosfilt(path, fs):
-    """A signal longer than 2**16 samples (overlap-add, several blocks) matches sosfilt at the extremes."""
+    """A signal longer than 2**16 samples matches sosfilt at the extremes (training: overlap-add over several
+    blocks; render: the recursion's lanes, whose chunk seams fall inside it)."""
     n = 2**18 + 2**16 + 777  # crosses a block boundary and ends mid-block
     x = _white(n, seed=3)[0]
     names = ["typical", "all_min", "all_max", "low_mid_lo_boost", "high_pass_lo", "low_pass_lo"]
