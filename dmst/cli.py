@@ -303,8 +303,9 @@ def _true_peak_guard(args, y, sample_rate: int, output: Path, peak: float | None
 
 
 def cmd_render(args) -> int:
-    import torchaudio.functional as AF
     from tqdm import tqdm
+
+    from ._torchaudio import resample
 
     from . import schema
     from .audio_io import check_input, check_output, read_audio, true_peak_dbfs, write_audio, write_bytes
@@ -347,7 +348,7 @@ def cmd_render(args) -> int:
         y = _render(audio, sample_rate, nested, staging_db)
         out_rate = args.sample_rate or sample_rate
         if out_rate != sample_rate:
-            y = AF.resample(y, sample_rate, out_rate, lowpass_filter_width=64, rolloff=0.9475937167399596,
+            y = resample(y, sample_rate, out_rate, lowpass_filter_width=64, rolloff=0.9475937167399596,
                             resampling_method="sinc_interp_kaiser", beta=14.769656459379492)
         if args.limit:  # the check may change the audio: it comes first
             y, limit_db = _true_peak_guard(args, y, out_rate, output)
@@ -576,15 +577,22 @@ def _message(e: BaseException) -> str:
 
 def main(argv=None) -> int:
     """Run the dmst command line; returns the exit status (0 ok, 2 user error)."""
+    from ._torchaudio import StackError, check_stack
+
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv and argv[0] in ("train", "fit"):
+            check_stack()
             return _passthrough(argv[0], argv[1:])
         try:
             args = build_parser().parse_args(argv)
         except SystemExit as e:  # --help / --version
             return e.code if isinstance(e.code, int) else 0
+        check_stack()  # a broken torch/torchaudio install is one line, not a traceback from deep inside
         return args.func(args)
+    except StackError as e:  # before _user_errors(), whose imports need torch
+        print(f"dmst: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("dmst: interrupted; outputs already finished are complete, nothing half-written was left",
               file=sys.stderr)

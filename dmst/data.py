@@ -28,8 +28,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio.functional as AF
 
+from ._torchaudio import resample
 from .effects.gain import MIN_LOUDNESS_LUFS, integrated_loudness, staging_gain_db
 
 DEFAULT_SAMPLE_RATE = 44100
@@ -206,7 +206,7 @@ def load_audio(path, sample_rate: int = DEFAULT_SAMPLE_RATE) -> tuple[torch.Tens
         raise DataError(f"cannot read {Path(path).name} ({msg}); re-export it as WAV or FLAC") from None
     x = torch.from_numpy(np.ascontiguousarray(data.T))
     if file_rate != sample_rate and x.shape[-1] > 0:
-        x = AF.resample(x, int(file_rate), int(sample_rate))
+        x = resample(x, int(file_rate), int(sample_rate))
     return x, int(file_rate)
 
 
@@ -288,7 +288,7 @@ def estimate_offset(
     q = max(1, int(sample_rate) // ANALYSIS_RATE)
     rate = int(sample_rate) / q
     if q > 1:
-        r, m = AF.resample(r, q, 1), AF.resample(m, q, 1)
+        r, m = resample(r, q, 1), resample(m, q, 1)
     n_r, n_m = r.shape[-1], m.shape[-1]
     max_lag = max(1, int(round(max_offset_s * rate)))
     nfft = _fast_length(n_r + n_m + 1)  # no circular wrap between the two

@@ -22,9 +22,9 @@ from typing import Callable, Mapping
 
 import numpy as np
 import torch
-import torchaudio.functional as AF
 
 from . import console, schema
+from ._torchaudio import resample
 from .effects.compressor import gain_computer
 from .effects.gain import staging_gain_db
 
@@ -92,7 +92,7 @@ def pitch_track(mono: torch.Tensor, sample_rate: int, hop_s: float = 0.02) -> np
     q = max(1, int(sample_rate) // PITCH_RATE)
     sr = int(sample_rate) / q
     if q > 1:
-        x = AF.resample(x, q, 1)
+        x = resample(x, q, 1)
     tau_min = int(math.floor(sr / F0_MAX_HZ))
     tau_max = int(math.ceil(sr / F0_MIN_HZ))
     win = int(round(0.032 * sr))

@@ -12,7 +12,8 @@ import functools
 
 import torch
 import torch.nn.functional as F
-import torchaudio.transforms as AT
+
+from .._torchaudio import resampler
 
 PIECE_LENGTH = 2**15  # output samples per piece; pieces run as one batched convolution
 
@@ -26,14 +27,14 @@ def _windows(padded: torch.Tensor, count: int, length: int, step: int) -> torch.
 @functools.lru_cache(maxsize=16)
 def up_kernel(factor: int, dtype: torch.dtype, device: torch.device, **resample_kwargs):
     """(kernel (factor, 1, taps), width): exactly what ``torchaudio.functional.resample(x, 1, factor, **kw)`` builds."""
-    up = AT.Resample(1, factor, dtype=dtype, **resample_kwargs).to(device)
+    up = resampler(1, factor, dtype=dtype, **resample_kwargs).to(device)
     return up.kernel, up.width
 
 
 @functools.lru_cache(maxsize=16)
 def down_kernel(factor: int, dtype: torch.dtype, device: torch.device, **resample_kwargs):
     """(polyphase kernel (factor, 1, taps / factor), width) of ``torchaudio.functional.resample(x, factor, 1, **kw)``."""
-    down = AT.Resample(factor, 1, dtype=dtype, **resample_kwargs).to(device)
+    down = resampler(factor, 1, dtype=dtype, **resample_kwargs).to(device)
     taps = down.kernel.shape[-1]
     if taps % factor:  # trailing zero taps change nothing and make the phases equal in length
         kernel = F.pad(down.kernel, (0, factor - taps % factor))

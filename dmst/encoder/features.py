@@ -8,7 +8,8 @@ level) tell it where a compressor threshold will bite.
 from __future__ import annotations
 
 import torch
-import torchaudio
+
+from .._torchaudio import mel_spectrogram
 
 SAMPLE_RATE = 44100
 SEGMENT_SECONDS = 5.0
@@ -24,7 +25,7 @@ class LogMel(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.mel = torchaudio.transforms.MelSpectrogram(
+        self.mel = mel_spectrogram(
             sample_rate=SAMPLE_RATE, n_fft=2048, hop_length=1024, n_mels=N_MELS, f_min=30.0, f_max=20000.0, power=2.0
         )
 

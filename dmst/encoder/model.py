@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchaudio.functional as AF
 
 from .. import schema
+from .._torchaudio import resample, versions as _stack_versions
 from ..effects.gain import staging_gain_db
 from .features import SAMPLE_RATE, choose_segments
 from .network import Encoder
@@ -32,13 +32,11 @@ class ModelError(ValueError):
 def versions() -> dict[str, str]:
     import importlib.metadata
 
-    import torchaudio
-
     try:
         dmst_version = importlib.metadata.version("dmst")
     except importlib.metadata.PackageNotFoundError:
         dmst_version = "unknown"
-    return {"dmst": dmst_version, "torch": str(torch.__version__), "torchaudio": str(torchaudio.__version__), "numpy": str(np.__version__)}
+    return {"dmst": dmst_version, **_stack_versions(), "numpy": str(np.__version__)}
 
 
 def atomic_save(obj, path: str | os.PathLike) -> None:
@@ -74,7 +72,7 @@ def to_mono_44k(audio, sample_rate: int, staging_db=None) -> tuple[torch.Tensor,
     staging_db = torch.as_tensor(staging_db, dtype=torch.float32).reshape(())
     mono = x.mean(dim=0)
     if sample_rate != SAMPLE_RATE:
-        mono = AF.resample(mono, sample_rate, SAMPLE_RATE)
+        mono = resample(mono, sample_rate, SAMPLE_RATE)
     return mono * 10 ** (staging_db / 20), staging_db
 
 
