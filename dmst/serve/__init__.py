@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     """Parse the options, check them, and run uvicorn (returns 2 with a one-line error for a bad option)."""
     try:
         import fastapi  # noqa: F401
-        import multipart  # noqa: F401  (python-multipart)
+        import python_multipart  # noqa: F401
         import uvicorn
     except ImportError as e:
         print(f'dmst serve: error: the service needs its extra ({e.name} is missing); pip install "dmst[serve]"',
@@ -61,6 +61,7 @@ def main(argv=None) -> int:
         return 2
     from pydantic import ValidationError
 
+    from ..encoder import ModelError, load_model
     from .settings import ServeSettings
 
     args = build_parser().parse_args(argv)
@@ -68,8 +69,6 @@ def main(argv=None) -> int:
     try:
         settings = ServeSettings(**fields)
         settings.check_bind()
-        from ..encoder import ModelError, load_model
-
         load_model(settings.model)  # a wrong --model fails here, with one line, not in every worker
     except ValidationError as e:
         err = e.errors()[0]

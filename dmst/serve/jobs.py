@@ -82,8 +82,8 @@ class JobRunner:
 
     def _loop(self) -> None:
         while not self.stop.is_set():
-            try:
-                job = self.store.claim(self.owner)
+            try:  # one owner per claim: a job taken over after a lapse can never be finished twice
+                job = self.store.claim(f"{self.owner}-{uuid.uuid4().hex[:6]}")
             except Exception as e:
                 print(f"dmst serve: cannot claim a job: {e}", file=sys.stderr)
                 job = None
@@ -100,7 +100,7 @@ class JobRunner:
         def beat():
             while not beat_stop.wait(self.beat_s):
                 try:
-                    if not self.store.heartbeat(job.id, self.owner, state["progress"]):
+                    if not self.store.heartbeat(job.id, job.owner, state["progress"]):
                         state["alive"] = False
                         return
                 except Exception:
@@ -121,12 +121,12 @@ class JobRunner:
                 result = self._finetune(job, progress, lambda: state["alive"] and not self.stop.is_set())
             beat_stop.set()
             beater.join()
-            if not self.store.finish(job.id, self.owner, "succeeded", result=result):
-                self._after_stop(job.id)
+            if not self.store.finish(job.id, job.owner, "succeeded", result=result):
+                self._after_stop(job)
         except Stopped:
             beat_stop.set()
             beater.join()
-            self._after_stop(job.id)
+            self._after_stop(job)
         except Exception as e:
             beat_stop.set()
             beater.join()
@@ -137,14 +137,15 @@ class JobRunner:
                 import traceback
 
                 traceback.print_exc()
-            self.store.finish(job.id, self.owner, "failed", error=message)
+            if not self.store.finish(job.id, job.owner, "failed", error=message):
+                self._after_stop(job)
 
-    def _after_stop(self, job_id: str) -> None:
-        job = self.store.get(job_id)
+    def _after_stop(self, claimed) -> None:
+        job = self.store.get(claimed.id)
         if job is not None and job.cancel:  # DELETE: the job and its files go
-            self.store.finish(job_id, self.owner, "cancelled")
-            remove_job_files(self.settings.data_dir, job_id)
-            self.store.delete(job_id)
+            self.store.finish(job.id, claimed.owner, "cancelled")
+            remove_job_files(self.settings.data_dir, job.id)
+            self.store.delete(job.id)
         # else: this worker was shutting down; the job stays 'running' and is recovered by the lease
 
     def _mix(self, job, progress) -> dict:
@@ -178,6 +179,10 @@ class JobRunner:
         for option in ("batch_size", "crop_seconds"):
             if request.get(option) is not None:
                 command += [f"--{option.replace('_', '-')}", str(request[option])]
+        installed = Path(self.settings.data_dir) / "models" / name / "info.json"
+        if installed.exists() and json.loads(installed.read_text()).get("job") == job.id:
+            info = json.loads(installed.read_text())  # a crash came after the install, before the result was stored
+            return {"model": name, **{k: v for k, v in info.items() if k != "name"}}
         if (run / "last.pt").exists():
             command.append("--resume")  # an interrupted attempt continues where it stopped
         else:

@@ -140,7 +140,7 @@ class JobStore:
         assert state in FINISHED
         now = time.time()
         with self._tx() as db:
-            cur = db.execute("UPDATE jobs SET state = ?, result = ?, error = ?, progress = CASE WHEN ? = 'succeeded' "
+            cur = db.execute("UPDATE jobs SET state = ?, result = ?, error = COALESCE(?, error), progress = CASE WHEN ? = 'succeeded' "
                              "THEN 1 ELSE progress END, finished_at = ?, updated_at = ?, owner = NULL "
                              "WHERE id = ? AND owner = ? AND state = 'running'",
                              (state, json.dumps(result) if result is not None else None, error, state, now, now, job_id, owner))
