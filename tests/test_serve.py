@@ -11,6 +11,7 @@ import asyncio
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -306,6 +307,51 @@ def test_job_store_recovers_interrupted_jobs_or_fails_them_with_a_reason(tmp_pat
     assert failed.state == "failed" and "interrupted 2 times" in failed.error
 
 
+def test_retention_removes_finished_jobs_and_stale_uploads(tmp_path):
+    import os as _os
+
+    from dmst.serve.jobs import cleanup, job_dir
+    from dmst.serve.settings import ServeSettings
+    from dmst.serve.store import JobStore
+
+    settings = ServeSettings(data_dir=tmp_path, retention_s=60)
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    old, new, running = "a" * 32, "b" * 32, "c" * 32
+    for job_id in (old, new, running):
+        store.create(job_id, "mix", {"mix": {}})
+        store.claim(f"w-{job_id}")
+        job_dir(tmp_path, job_id).mkdir(parents=True)
+        (job_dir(tmp_path, job_id) / "result.wav").write_bytes(b"x")
+    store.finish(old, f"w-{old}", "succeeded", result={})
+    store.finish(new, f"w-{new}", "succeeded", result={})
+    with store._tx() as db:  # finished two minutes ago
+        db.execute("UPDATE jobs SET finished_at = finished_at - 120 WHERE id = ?", (old,))
+    (tmp_path / "uploads").mkdir()
+    stale, fresh = tmp_path / "uploads" / "stale", tmp_path / "uploads" / "fresh"
+    stale.write_bytes(b"x"), fresh.write_bytes(b"x")
+    _os.utime(stale, (time.time() - 120, time.time() - 120))
+    assert cleanup(settings, store) == 2
+    assert store.get(old) is None and not job_dir(tmp_path, old).exists() and not stale.exists()
+    assert store.get(new) and store.get(running) and fresh.exists() and job_dir(tmp_path, running).exists()
+
+
+def test_deleting_a_running_fine_tune_stops_it_and_removes_it(client, server):
+    r = client.post("/v1/jobs", files={"data": ("pairs.zip", _pairs_zip())},
+                    data={"kind": "finetune", "name": "to-cancel", "time_budget_s": "120"})
+    job_id = r.json()["id"]
+    wait_for_job(client, job_id, states=("running",))
+    assert client.delete(f"/v1/jobs/{job_id}").json() == {"id": job_id, "state": "cancelling"}
+    deadline = time.monotonic() + 30
+    while client.get(f"/v1/jobs/{job_id}").status_code != 404:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    wait_until = time.monotonic() + 10
+    while (server.data_dir / "jobs" / job_id).exists() and time.monotonic() < wait_until:
+        time.sleep(0.1)
+    assert not (server.data_dir / "jobs" / job_id).exists()
+    assert "to-cancel" not in [m["name"] for m in client.get("/v1/models").json()]
+
+
 def _pairs_zip() -> bytes:
     """Two tiny real-voice pairs whose 'mix' is a known console setting (brighter, compressed)."""
     import torch
@@ -378,8 +424,8 @@ def test_jobs_survive_a_crash_and_a_fine_tune_makes_a_model_mix_uses(tmp_path, v
 # the API key, the bind rule, the render pool
 # ---------------------------------------------------------------------------
 
-def test_api_key_is_required_on_every_v1_route(tmp_path, vocal_bytes):
-    s = Server(tmp_path / "data", api_key=KEY)
+def test_api_key_is_required_on_every_v1_route_and_slow_bodies_time_out(tmp_path, vocal_bytes):
+    s = Server(tmp_path / "data", "--upload-timeout-s", "1", api_key=KEY)
     try:
         with httpx.Client(base_url=s.url, timeout=60) as anonymous:
             assert anonymous.get("/health").status_code == 200
@@ -397,6 +443,16 @@ def test_api_key_is_required_on_every_v1_route(tmp_path, vocal_bytes):
             assert c.post("/v1/mix", files={"audio": (EXAMPLE.name, vocal_bytes)}).status_code == 200
         with httpx.Client(base_url=s.url, headers={"Authorization": f"Bearer {KEY}"}) as bearer:
             assert bearer.get("/v1/models").status_code == 200
+        # A body that stops arriving (slowloris): answered 408 once --upload-timeout-s has passed.
+        with socket.create_connection(("127.0.0.1", s.port), timeout=10) as sock:
+            sock.sendall(f"POST /v1/mix HTTP/1.1\r\nHost: x\r\nX-API-Key: {KEY}\r\nContent-Type: multipart/form-data; "
+                         "boundary=x\r\nContent-Length: 100000\r\n\r\n--x\r\n".encode())
+            reply = b""
+            while b"}" not in reply and (chunk := sock.recv(4096)):
+                reply += chunk
+            reply = reply.decode()
+        assert reply.startswith("HTTP/1.1 408") and "request_timeout" in reply
+        assert files_under(s.data_dir) == before
     finally:
         s.stop()
 
