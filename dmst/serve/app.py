@@ -17,13 +17,8 @@ Routes (OpenAPI at /docs and /openapi.json):
 """
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import re
-import shutil
 import sys
-import time
 import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -41,13 +36,11 @@ from . import errors
 from .engine import MEDIA_TYPES, MixRequest, Models, RenderPool, mix_file, predict_settings
 from .errors import ApiError, ErrorBody
 from .limits import GuardMiddleware, check_audio_upload, key_matches, library_error_without_path, safe_label, save_upload
-from .models import (CurvesRequest, Curves, Health, JobDeleted, JobInfo, ModelInfo, PresetInfo, SchemaInfo,
-                     settings_model)
+from .models import CurvesRequest, Curves, Health, ModelInfo, PresetInfo, SchemaInfo, settings_model
 from .settings import ServeSettings
 from .store import JobStore
 
 STATIC = Path(__file__).resolve().parent / "static"
-JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 
 SETTINGS_HEADER = "X-Dmst-Settings"
 RESULT_HEADERS = {
@@ -62,16 +55,19 @@ _ERRORS = {code: {"model": ErrorBody} for code in (401, 408, 413, 415, 422, 503)
 
 
 def _versions() -> dict:
+    import importlib.metadata
+
     import fastapi
     import numpy
     import pydantic
     import torch
-    import torchaudio
 
-    from .. import __version__
-
+    try:  # read from the installed metadata: dmst imports torchaudio only through its adapter
+        torchaudio = importlib.metadata.version("torchaudio")
+    except importlib.metadata.PackageNotFoundError:
+        torchaudio = "unknown"
     return {"dmst": __version__, "python": sys.version.split()[0], "torch": str(torch.__version__),
-            "torchaudio": str(torchaudio.__version__), "numpy": numpy.__version__, "fastapi": fastapi.__version__,
+            "torchaudio": torchaudio, "numpy": numpy.__version__, "fastapi": fastapi.__version__,
             "pydantic": pydantic.VERSION}
 
 
@@ -216,8 +212,6 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
 
     @v1.get("/presets", response_model=list[PresetInfo], tags=["settings"])
     async def presets(st=Depends(state)):
-        from ..presets import describe_preset
-
         return [PresetInfo(name=n, description=p.description, source=p.source,
                            changes=[c.describe() for c in p.changes]) for n, p in st.presets.items()]
 

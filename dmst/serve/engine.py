@@ -21,6 +21,7 @@ from .errors import ApiError
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MEDIA_TYPES = {"wav": "audio/wav", "flac": "audio/flac"}
+_WRITER = ThreadPoolExecutor(4, thread_name_prefix="dmst-write")  # file writes beside the true-peak meter
 
 
 # ---------------------------------------------------------------------------
@@ -213,8 +214,11 @@ def mix_file(models: Models, audio_path: Path, out_path: Path, req: MixRequest, 
     staging_db = _staging_db(audio, sample_rate)
     nested = _settings(model, req.params, audio, sample_rate, req.names, req.amount, presets, staging_db)
     y = _render(audio, sample_rate, nested, staging_db)
-    write_audio(out_path, y, sample_rate, format=req.format, bit_depth=req.bit_depth, inputs=[audio_path])
+    # As `dmst render` does: the true-peak check runs while the file is written (both release the GIL).
+    writing = _WRITER.submit(write_audio, out_path, y, sample_rate, format=req.format, bit_depth=req.bit_depth,
+                             inputs=[audio_path])
     peak = true_peak_dbfs(y, sample_rate)
+    writing.result()
     doc = json.loads(schema.to_json(nested, **meta(model, req.names, req.amount, req.source, req.params is not None)))
     return MixResult(
         settings_json=json.dumps(doc, separators=(",", ":"), ensure_ascii=True),
