@@ -375,8 +375,9 @@ def _pairs_zip() -> bytes:
 def test_jobs_survive_a_crash_and_a_fine_tune_makes_a_model_mix_uses(tmp_path, vocal_bytes):
     """Queued and running jobs survive SIGKILL of the server: after a restart both finish.
 
-    The fine-tune is killed while it trains; the restarted server resumes it, installs the
-    model under its name, and /v1/mix renders with it.
+    The fine-tune is killed while it trains (after its first epoch's checkpoint); the restarted
+    server resumes it from that checkpoint, installs the model under its name, and /v1/mix
+    renders with it.
     """
     data = tmp_path / "data"
     options = ("--job-lease-s", "2", "--torch-threads", "1")
@@ -384,17 +385,16 @@ def test_jobs_survive_a_crash_and_a_fine_tune_makes_a_model_mix_uses(tmp_path, v
     try:
         with first.client() as c:
             ft = c.post("/v1/jobs", files={"data": ("pairs.zip", _pairs_zip())},
-                        data={"kind": "finetune", "name": "my-style-v1", "time_budget_s": "60", "epochs": "1",
+                        data={"kind": "finetune", "name": "my-style-v1", "time_budget_s": "120", "epochs": "2",
                               "batch_size": "2", "crop_seconds": "1.0"})
             assert ft.status_code == 202, ft.text
             ft_id = ft.json()["id"]
             # queued behind the fine-tune (one job thread), so it is still queued at the crash
             mix = c.post("/v1/jobs", files={"audio": (EXAMPLE.name, vocal_bytes)}, data={"kind": "mix"}).json()
-            wait_for_job(c, ft_id, states=("running",))
-            deadline = time.monotonic() + 60  # let it start training: kill it mid-run
-            while not list((data / "jobs" / ft_id).rglob("train.log")) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            time.sleep(1.0)
+            deadline = time.monotonic() + 120  # kill it mid-run: after epoch 1's checkpoint, before epoch 2 ends
+            while not list((data / "jobs" / ft_id).rglob("last.pt")) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert c.get(f"/v1/jobs/{ft_id}").json()["state"] == "running"
     finally:
         first.kill()
 
@@ -404,6 +404,8 @@ def test_jobs_survive_a_crash_and_a_fine_tune_makes_a_model_mix_uses(tmp_path, v
             info = wait_for_job(c, ft_id, timeout=240)
             assert info["state"] == "succeeded", info
             assert info["attempts"] == 2 and "resumed" in (info["error"] or "")
+            assert "resuming" in (data / "jobs" / ft_id / "train.log").read_text()  # from epoch 1's last.pt
+            assert info["result"]["epochs"] == 2
             assert c.get(f"/v1/jobs/{ft_id}/result").json()["model"] == "my-style-v1"
             assert wait_for_job(c, mix["id"])["state"] == "succeeded"
             models = {m["name"]: m for m in c.get("/v1/models").json()}
