@@ -126,6 +126,8 @@ def test_page_docs_and_openapi_are_served(client):
                  "/v1/jobs/{job_id}/result", "/v1/curves"):
         assert path in spec["paths"], path
     assert "delete" in spec["paths"]["/v1/jobs/{job_id}"]
+    ids = [op["operationId"] for methods in spec["paths"].values() for op in methods.values()]
+    assert len(ids) == len(set(ids)) and {"mix", "params", "create_job", "job_status", "job_result"} <= set(ids)
 
 
 def test_params_is_the_json_of_dmst_params(client, vocal_bytes):

@@ -185,6 +185,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
             st.pool.shutdown()
 
     app = FastAPI(title="dmst", version=__version__, lifespan=lifespan,
+                  generate_unique_id_function=lambda route: route.name,  # operationIds a generated client can use
                   description="Vocal mixing as readable settings: upload a raw vocal, get the model's EQ, compressor "
                               "and saturation settings, or the mix. Errors are JSON: "
                               "`{\"error\": code, \"message\": text, \"field\": name}`.")
@@ -228,7 +229,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                                  ("base_model", "created_at", "job", "best_val_loss", "init_val_loss")}))
         return out
 
-    @v1.get("/schema", response_model=SchemaInfo, tags=["settings"])
+    @v1.get("/schema", response_model=SchemaInfo, tags=["settings"], name="schema")
     async def schema_table():
         from dataclasses import asdict
 
