@@ -203,6 +203,13 @@ def _nan_wav() -> bytes:
     return wav_bytes(x, subtype="FLOAT")
 
 
+def _silent_flac(seconds: float) -> bytes:
+    """A long file that is tiny on the wire: only its header tells how long it is."""
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(int(seconds * 8000), np.int16), 8000, format="FLAC", subtype="PCM_16")
+    return buf.getvalue()
+
+
 def _zip(members: dict[str, bytes], compression=zipfile.ZIP_DEFLATED) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression) as z:
@@ -219,6 +226,9 @@ BAD = {
     "NaN samples": (422, "/v1/mix", dict(files={"audio": ("v.wav", _nan_wav())}), "NaN"),
     "oversized upload": (413, "/v1/mix", dict(files={"audio": ("v.wav", b"\0" * (6 << 20))}), "limit"),
     "wrong content type": (415, "/v1/mix", dict(json={"audio": "x"}), "multipart/form-data"),
+    "too many channels": (422, "/v1/mix", dict(files={"audio": ("v.wav", wav_bytes(np.zeros((2048, 12), np.float32)))}),
+                          "12 channels"),
+    "too long for a sync mix": (413, "/v1/params", dict(files={"audio": ("v.flac", _silent_flac(601))}), "/v1/jobs"),
     "unknown preset": (422, "/v1/mix", dict(files={"audio": ("v.wav", EXAMPLE.read_bytes())},
                                             data={"preset": "loud"}), "unknown preset 'loud'"),
     "amount out of range": (422, "/v1/mix", dict(files={"audio": ("v.wav", EXAMPLE.read_bytes())},

@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-duration-s", type=float, default=d.max_duration_s, help="longest audio for a job [1800]")
     g.add_argument("--max-sync-duration-s", type=float, default=d.max_sync_duration_s,
                    help="longest audio for /v1/mix and /v1/params [600]")
+    g.add_argument("--max-channels", type=int, default=d.max_channels, help="[8]")
+    g.add_argument("--max-sample-rate", type=int, default=d.max_sample_rate, help="Hz [192000]")
     g.add_argument("--render-threads", type=int, default=d.render_threads, help="renders at once per worker [2]")
     g.add_argument("--max-pending", type=int, default=d.max_pending, help="renders waiting per worker before 503 [32]")
     g.add_argument("--request-timeout-s", type=float, default=d.request_timeout_s, help="[60]")

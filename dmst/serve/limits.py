@@ -157,6 +157,13 @@ def check_audio_upload(path: Path, settings, max_duration_s: float, field: str =
     if info.format.upper() not in settings.accepted_formats:
         raise ApiError(415, "unsupported_media_type", f"audio format {info.format} is not accepted here; send one of "
                        f"{', '.join(settings.accepted_formats)}", field)
+    # Decoded size is duration x rate x channels: each is bounded, so a tiny compressed file cannot fill memory.
+    if info.channels > settings.max_channels:
+        raise ApiError(422, "invalid_audio", f"the audio has {info.channels} channels; this server takes at most "
+                       f"{settings.max_channels}; send a mono or stereo vocal", field)
+    if not 8000 <= info.sample_rate <= settings.max_sample_rate:
+        raise ApiError(422, "invalid_audio", f"the audio's sample rate is {info.sample_rate} Hz; this server takes "
+                       f"8000 to {settings.max_sample_rate} Hz", field)
     if info.duration > max_duration_s:
         hint = "; send it to POST /v1/jobs (kind=mix)" if max_duration_s < settings.max_duration_s else ""
         raise ApiError(413, "too_long", f"the audio is {info.duration:.1f} s long; the limit here is "

@@ -34,6 +34,8 @@ class ServeSettings(BaseModel):
                                        "longer files go through POST /v1/jobs")
     accepted_formats: tuple[str, ...] = Field(("WAV", "FLAC", "AIFF", "OGG", "MP3", "W64", "RF64", "CAF"),
                                               description="libsndfile container names accepted; others: 415")
+    max_channels: int = Field(8, ge=1, le=64, description="most channels an upload may have")
+    max_sample_rate: int = Field(192000, ge=8000, le=768000, description="highest sample rate accepted (Hz)")
     upload_timeout_s: float = Field(120.0, gt=0, description="time allowed to receive a request body; over it: 408")
 
     # rendering
