@@ -5,7 +5,7 @@
     dmst render vocal.wav -o mixed.wav --params settings.json
     dmst presets
     dmst plot vocal.wav -o settings.png
-    dmst train ... / dmst fit ...              # handed to train.py / dmst.fit
+    dmst train ... / dmst fit ... / dmst serve # handed to train.py / dmst.fit / dmst.serve
 
 Every user error (a missing or broken file, an unknown preset, a typo in a settings
 file, an output that would overwrite something) ends with one line on stderr,
@@ -112,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Handed over whole to train.py / dmst.fit (see main); listed here for --help only.
     sub.add_parser("train", help="train a model (train.py; 'dmst train --help')", add_help=False)
     sub.add_parser("fit", help="fit settings to a reference mix (dmst.fit; 'dmst fit --help')", add_help=False)
+    sub.add_parser("serve", help="serve dmst over HTTP (dmst.serve; 'dmst serve --help')", add_help=False)
     return parser
 
 
@@ -528,7 +529,7 @@ def cmd_plot(args) -> int:
 
 
 # ---------------------------------------------------------------------------
-# dmst train / fit: hand the rest of the command line to their own parsers
+# dmst train / fit / serve: hand the rest of the command line to their own parsers
 # ---------------------------------------------------------------------------
 
 def _passthrough(command: str, rest: list[str]) -> int:
@@ -537,6 +538,8 @@ def _passthrough(command: str, rest: list[str]) -> int:
             import train
 
             entry = train.main
+        elif command == "serve":
+            from .serve import main as entry
         else:
             from .fit import main as entry
     except ImportError as e:
@@ -581,7 +584,7 @@ def main(argv=None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv and argv[0] in ("train", "fit"):
+        if argv and argv[0] in ("train", "fit", "serve"):
             check_stack()
             return _passthrough(argv[0], argv[1:])
         try:
