@@ -120,7 +120,11 @@ def test_schema_route_is_the_parameter_table(client):
 
 def test_page_docs_and_openapi_are_served(client):
     assert "<html" in client.get("/").text.lower()
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200
+    assert "cdn" not in docs.text.lower()  # works offline: Swagger UI comes from the server itself
+    for asset in ("/docs-assets/swagger-ui-bundle.js", "/docs-assets/swagger-ui.css"):
+        assert asset in docs.text and client.get(asset).status_code == 200
     spec = client.get("/openapi.json").json()
     for path in ("/health", "/v1/presets", "/v1/models", "/v1/params", "/v1/mix", "/v1/jobs", "/v1/jobs/{job_id}",
                  "/v1/jobs/{job_id}/result", "/v1/curves"):

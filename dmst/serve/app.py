@@ -184,7 +184,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
             st.runner.shutdown()
             st.pool.shutdown()
 
-    app = FastAPI(title="dmst", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="dmst", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   generate_unique_id_function=lambda route: route.name,  # operationIds a generated client can use
                   description="Vocal mixing as readable settings: upload a raw vocal, get the model's EQ, compressor "
                               "and saturation settings, or the mix. Errors are JSON: "
@@ -208,6 +208,19 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    # /docs from the swagger-ui-bundle package, not FastAPI's default CDN: the page works offline.
+    import swagger_ui_bundle
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="dmst API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon-32x32.png")
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_key)], responses={401: {"model": ErrorBody}})
 
