@@ -33,9 +33,6 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".aif", ".aiff", ".ogg", ".mp3", ".w64", ".
 
 FORMATS = ("wav", "flac")
 
-# Interpolator for the true-peak meter: a Kaiser-windowed sinc, within 0.01 dB on sines up
-# to 0.35 x the sample rate (BS.1770's own 48-tap filter is within about 0.1 dB there).
-_TRUE_PEAK_RESAMPLE = dict(lowpass_filter_width=12, rolloff=0.99, resampling_method="sinc_interp_kaiser")
 BIT_DEPTHS = {"16": "PCM_16", "24": "PCM_24", "32f": "FLOAT"}
 
 
@@ -266,7 +263,8 @@ def true_peak_dbfs(audio, sample_rate: int) -> float:
     """
     import torch
 
-    from .effects.resample import upsample_phases  # torchaudio's kernel as a compiled FIR (equal to float rounding)
+    # torchaudio's kernel as a compiled FIR (equal to float rounding)
+    from .effects.resample import TRUE_PEAK_RESAMPLE, upsample_phases
 
     x = torch.as_tensor(np.asarray(audio, dtype=np.float32) if not hasattr(audio, "detach") else audio.detach())
     x = x.to(torch.float32).reshape(-1, x.shape[-1])
@@ -278,7 +276,7 @@ def true_peak_dbfs(audio, sample_rate: int) -> float:
         with torch.no_grad():
             for start in range(0, n, block):
                 lo = max(0, start - pad)
-                up = upsample_phases(x[:, lo: start + block + pad], factor, **_TRUE_PEAK_RESAMPLE)
+                up = upsample_phases(x[:, lo: start + block + pad], factor, **TRUE_PEAK_RESAMPLE)
                 # Only this block's own samples: the cut edges of the padding ring.
                 keep = up[..., start - lo: start - lo + min(block, n - start)]
                 peak = max(peak, float(keep.abs().max()))
