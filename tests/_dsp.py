@@ -50,6 +50,8 @@ def fit(effect, x: torch.Tensor, sample_rate, target: torch.Tensor, start: dict,
     """Gradient descent (Adam) on ``start``'s parameters, each as value = scale * u: (first loss, last loss, values)."""
     u = {k: torch.tensor([v / scales[k]], dtype=torch.float64, requires_grad=True) for k, v in start.items()}
     opt = torch.optim.Adam(list(u.values()), lr=lr)
+    # The step size decays to 10 % (cosine): Adam's constant steps would otherwise circle the optimum.
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=0.1 * lr)
     first = last = None
     for _ in range(steps):
         opt.zero_grad()
@@ -57,6 +59,7 @@ def fit(effect, x: torch.Tensor, sample_rate, target: torch.Tensor, start: dict,
         value = loss(effect(x, sample_rate, **params), target)
         value.backward()
         opt.step()
+        schedule.step()
         last = float(value.detach())
         first = last if first is None else first
-    return first, last, {k: float(u[k] * scales[k]) for k in u}
+    return first, last, {k: float(u[k].detach() * scales[k]) for k in u}

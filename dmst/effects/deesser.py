@@ -3,8 +3,9 @@
 The classic split-band design (as in FabFilter Pro-DS's split-band mode or a console
 de-esser):
 
-1. Sidechain: the RBJ Audio-EQ-Cookbook band-pass (constant 0 dB peak gain,
-   ``SIDECHAIN_Q``, about an octave wide) at ``frequency_hz``; its linked
+1. Sidechain: two RBJ Audio-EQ-Cookbook band-pass sections (constant 0 dB peak gain,
+   ``SIDECHAIN_Q``) at ``frequency_hz``: 0 dB there, about 2/3 octave wide, skirts of
+   24 dB/octave so that loud low content does not trigger it.  Its linked
    instantaneous peak level in dBFS is the detector.
 2. Static curve: the band is pulled down to ``threshold_db`` (an infinite ratio),
    by at most ``range_db``: gain = max(-range, min(0, threshold - level)) dB.
@@ -27,7 +28,7 @@ from ._dynamics import db_to_gain, peak_db, smooth_gain_db
 from ._path import per_item, render_path
 from .eq import apply_sos, biquad, butterworth_sos, max_freq, sosfilt_fft
 
-SIDECHAIN_Q = 1.41  # about one octave between the -3 dB points
+SIDECHAIN_Q = 1.41  # each section one octave between its -3 dB points; the pair about 0.64 octave
 SPLIT_RATIO = 0.5  # the high band starts an octave below frequency_hz: the whole sidechain band is in it
 SPLIT_ORDER = 4
 SPLIT_TAIL_SECONDS = 0.05  # the split filter's response (>= 1.5 kHz corner) is below 1e-12 by then
@@ -67,8 +68,8 @@ def deesser(x: torch.Tensor, sample_rate: float, frequency_hz, threshold_db, ran
     if render and bool((range_db == 0).all()):  # off: exactly the input, and no work
         return (x.clone(), torch.zeros(batch, x.shape[-1], dtype=x.dtype)) if return_gain else x.clone()
     fmax = max_freq(sample_rate)
-    sidechain = biquad("band_pass", torch.clamp(frequency_hz.double(), max=fmax), 0.0, SIDECHAIN_Q, sample_rate)
-    band = apply_sos(x, sidechain.reshape(batch, 1, 6))
+    section = biquad("band_pass", torch.clamp(frequency_hz.double(), max=fmax), 0.0, SIDECHAIN_Q, sample_rate)
+    band = apply_sos(x, torch.stack([section, section], dim=-2).reshape(batch, 2, 6))
     target = deesser_curve(peak_db(band), threshold_db[:, None], range_db[:, None])
     del band
     gain_db = smooth_gain_db(target, attack_ms, release_ms, sample_rate, render)
