@@ -45,8 +45,8 @@ def _power(base: torch.Tensor, exponent: torch.Tensor) -> torch.Tensor:
 
 def pan_gains(position: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Constant-power pan, ``position`` -1 (left) .. 1 (right): (left, right) gains, both 1 in the centre."""
-    angle = (position + 1) * (math.pi / 4)
-    return math.sqrt(2) * torch.cos(angle), math.sqrt(2) * torch.sin(angle)
+    # cos((1 -+ p) pi / 4): the same expression for both sides, so the centre gives two equal gains, bit for bit.
+    return math.sqrt(2) * torch.cos((1 + position) * (math.pi / 4)), math.sqrt(2) * torch.cos((1 - position) * (math.pi / 4))
 
 
 def delay_response(n: int, sample_rate: float, time_ms, feedback, low_pass_hz, high_pass_hz, spread,
