@@ -9,8 +9,9 @@ envelope ``exp(-3 ln(10) t / T(f))``, whose energy falls 60 dB in ``T(f)``:
 
     T(f) = decay_s / (1 + (f / damping_hz) ** 2)
 
-so ``decay_s`` is the RT60 at low and middle frequencies, and the decay is half as
-long at ``damping_hz`` (air and wall absorption shorten the high-frequency decay).
+(set at the octave centres, 125 Hz to 16 kHz, and crossfaded between them), so
+``decay_s`` is the RT60 at low and middle frequencies, and the decay is half as long
+at ``damping_hz`` (air and wall absorption shorten the high-frequency decay).
 The noise is fixed (seeded: :data:`SEED`), so renders repeat and training and
 rendering use the same response.  Two noises make the stereo return; ``width`` mixes
 them as mid/side, from 0 (both channels the same response) to 1 (two uncorrelated
