@@ -109,9 +109,10 @@ def first_order(kind: str, freq_hz, sample_rate: float) -> torch.Tensor:
 def butterworth_qs(order: int) -> list[float]:
     """Q of each second-order section of an ``order``-th order Butterworth filter (an odd order adds a first-order one).
 
-    The poles sit at angles (2k - 1) pi / (2 order) from the negative real axis: Q = 1 / (2 cos angle).
+    The complex pole pairs sit at angles (order - 2k + 1) pi / (2 order) from the negative real
+    axis, k = 1 .. order // 2: Q = 1 / (2 cos angle) (0.707 for order 2; 1.0 for 3; 0.541 and 1.307 for 4).
     """
-    return [1.0 / (2.0 * math.cos((2 * k - 1) * math.pi / (2 * order))) for k in range(1, order // 2 + 1)]
+    return [1.0 / (2.0 * math.cos((order - 2 * k + 1) * math.pi / (2 * order))) for k in range(1, order // 2 + 1)]
 
 
 def butterworth_sos(kind: str, order: int, freq_hz, sample_rate: float) -> torch.Tensor:
