@@ -125,9 +125,10 @@ def test_asymmetry_adds_even_harmonics_and_symmetry_does_not():
     assert _harmonic_db(spec_sym, freqs, 3 * f0) > -60.0
 
 
-@pytest.mark.parametrize("f0, drive_db", [(3000.0, 12.0), (5000.0, 24.0)])
-def test_aliasing_below_minus_40_db_for_loud_sines(f0, drive_db):
-    """A sine at amplitude 0.99, 44.1 kHz, up to full drive: every non-harmonic component >= 40 dB under the fundamental."""
+@pytest.mark.parametrize("f0, drive_db, limit_db", [(3000.0, 12.0, -120.0), (5000.0, 12.0, -120.0), (5000.0, 24.0, -50.0)])
+def test_aliasing_as_the_readme_states_for_loud_sines(f0, drive_db, limit_db):
+    """A sine at amplitude 0.99, 44.1 kHz: every non-harmonic component >= 120 dB under the fundamental at 12 dB drive,
+    >= 50 dB at full drive (the README's numbers; measured -121 and -53 dB at 5 kHz)."""
     n = 2**16
     x = _sine(f0, 0.99, n)[None]
     y = _sat(x, drive_db=drive_db, asymmetry=0.0, mix=1.0)[0]
@@ -139,7 +140,7 @@ def test_aliasing_below_minus_40_db_for_loud_sines(f0, drive_db):
     # the drive must actually create harmonics, else there is nothing to alias
     assert _harmonic_db(spec, freqs, 3 * f0) > -40.0
     worst = float(spec[~near].max())
-    assert worst < -40.0, f"aliased component at {freqs[~near][np.argmax(spec[~near])]:.0f} Hz: {worst:.1f} dB"
+    assert worst < limit_db, f"aliased component at {freqs[~near][np.argmax(spec[~near])]:.0f} Hz: {worst:.1f} dB"
 
 
 @pytest.mark.parametrize("fs", [22050, 48000, 96000])
