@@ -82,7 +82,3 @@ def convolve_mono(x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     head, tail = y[..., :block].reshape(batch, outputs, -1), y[..., block:].reshape(batch, outputs, -1)
     out = head + torch.nn.functional.pad(tail[..., :-block], (block, 0))
     return out[..., :n]
-
-
-def complex_dtype_for(x: torch.Tensor):
-    return torch.complex128 if x.dtype == torch.float64 else torch.complex64
