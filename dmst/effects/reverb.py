@@ -77,14 +77,16 @@ def reverb_response(n: int, sample_rate: int, decay_s, damping_hz, width, pre_de
     (plus the pre-delay).  The pre-delay (fractional) is a phase on the response's own FFT grid.
     """
     bands, cross = noise_bands(int(sample_rate))
+    device = decay_s.device
+    cross = cross.to(device)
     decays = band_decays(decay_s.to(torch.float64), damping_hz.to(torch.float64))  # (batch, B)
     length = min(n, bands.shape[-1], int(math.ceil(float(decays.detach().max()) * TAIL_DB / 60.0 * sample_rate)))
-    t = torch.arange(length, dtype=torch.float64) / sample_rate
+    t = torch.arange(length, dtype=torch.float64, device=device) / sample_rate
     envelope = torch.exp(-DECAY * t / decays[..., None])  # (batch, B, L)
     # Energy of the whole response (a geometric series per pair of bands), so the level does not depend on n.
     rate = DECAY / (decays * sample_rate)  # (batch, B)
     energy = (cross / (1 - torch.exp(-(rate[:, :, None] + rate[:, None, :])))).sum(dim=(1, 2))  # (batch,)
-    h = torch.einsum("bkt,kct->bct", envelope.to(dtype), bands[..., :length].to(dtype))
+    h = torch.einsum("bkt,kct->bct", envelope.to(dtype), bands[..., :length].to(device, dtype))
     h = h / energy.sqrt().to(dtype)[:, None, None]
     angle = (width * (math.pi / 4)).to(dtype)[:, None]
     mid, side = h[:, 0] * torch.cos(angle), h[:, 1] * torch.sin(angle)
