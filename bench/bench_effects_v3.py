@@ -24,6 +24,7 @@ from dmst.effects.gate import gate  # noqa: E402
 from dmst.effects.limiter import limiter  # noqa: E402
 from dmst.effects.post_eq import post_eq  # noqa: E402
 from dmst.effects.reverb import reverb  # noqa: E402
+from dmst.effects.sends import sends  # noqa: E402
 
 SR = 44100
 SETTINGS = {
@@ -39,6 +40,9 @@ SETTINGS = {
     "reverb (6 s)": (reverb, dict(decay_s=6.0, pre_delay_ms=20.0, damping_hz=6000.0, width=1.0, send_db=-16.0)),
     "limiter": (limiter, dict(ceiling_dbtp=-1.0, release_ms=100.0)),
 }
+# Both sends at once (dmst.effects.sends): the typical delay and the 1.8 s reverb in one convolution.
+BOTH = (dict(time_ms=300.0, feedback=0.35, low_pass_hz=6000.0, high_pass_hz=150.0, spread=0.6, send_db=-14.0),
+        dict(decay_s=1.8, pre_delay_ms=20.0, damping_hz=6000.0, width=1.0, send_db=-16.0))
 
 
 def signal(seconds: float, batch: int = 1) -> torch.Tensor:
@@ -63,6 +67,8 @@ def main() -> None:
             effect(x[..., : SR], SR, **params)  # warm-up: compile, noise bands
             best = min(_timed(lambda: effect(x, SR, **params)) for _ in range(args.repeats))
             print(f"  {name:32s} {best:6.3f} s  ({args.seconds / best:5.0f}x real time)")
+        best = min(_timed(lambda: sends(x, SR, *BOTH)) for _ in range(args.repeats))
+        print(f"  {'sends (delay 300 ms + reverb 1.8 s)':32s} {best:6.3f} s  ({args.seconds / best:5.0f}x real time)")
     crops = signal(5.0, batch=8).clone()
     print("training path, 8 crops of 5 s, forward + backward:")
     for name, (effect, params) in SETTINGS.items():
