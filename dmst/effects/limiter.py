@@ -53,6 +53,8 @@ def limiter(x: torch.Tensor, sample_rate: float, ceiling_dbtp=-1.0, release_ms=1
     window = max(1, round(LOOKAHEAD_MS * sample_rate / 1000))
     peaks = interval_peaks(x, render)
     peaks = torch.maximum(peaks, torch.nn.functional.pad(peaks[:, :-1], (1, 0)))  # both intervals around sample t
+    if render and bool((peaks.amax(dim=-1) <= 10 ** (ceiling_dbtp / 20)).all()):  # nothing over: exactly the input
+        return (x.clone(), torch.zeros(batch, n, dtype=x.dtype)) if return_gain else x.clone()
     need_db = torch.clamp(ceiling_dbtp[:, None] - 20 * torch.log10(peaks.clamp_min(FLOOR)), max=0.0)
     # Before the start the gain is 0 dB; padding there keeps the average's bound for the first samples.
     need_db = torch.nn.functional.pad(need_db, (window - 1, 0))
