@@ -124,7 +124,7 @@ def _crossing_time(g: np.ndarray, start: int, target: float, rising: bool) -> fl
 
 @pytest.mark.parametrize("threshold,knee", [(-20.0, 0.0), (-24.0, 6.0)])
 def test_attack_and_release_time_constants(threshold, knee):
-    """Level step -40 -> -6 -> -40 dBFS: 63.2 % of the gain change takes attack_ms up and release_ms down, within 15 %."""
+    """Level step -40 -> -6 -> -40 dBFS: 63.2 % of the gain change takes attack_ms and release_ms, within 5 % (15 % for 0.5 ms attack)."""
     pairs = [(1.0, 50.0), (5.0, 100.0), (20.0, 200.0), (50.0, 500.0), (30.0, 100.0), (0.5, 20.0)]
     n_pre, n_loud, n_post = 25 * 400, 25 * 1800, 25 * 5400  # 0.23 s, 1.02 s (>= 20 attack constants), 3.06 s (>= 6 release)
     x = _step_signal(-40.0, -6.0, n_pre, n_loud, n_post)
@@ -143,8 +143,11 @@ def test_attack_and_release_time_constants(threshold, knee):
         final = gi[-2000:].mean()
         assert abs(final) < 0.01 * abs(settled), "release did not settle"
         release = _crossing_time(gi, down, settled + 0.632 * (final - settled), rising=True)
-        assert abs(attack * 1000 - a_ms) < 0.15 * a_ms, f"attack {attack * 1000:.3f} ms for {a_ms} ms"
-        assert abs(release * 1000 - r_ms) < 0.15 * r_ms, f"release {release * 1000:.2f} ms for {r_ms} ms"
+        # The README's 5 %: every release, and attacks of 1 ms and more.  Shorter attacks read short on a
+        # 882 Hz tone, whose peaks come only every 0.57 ms (0.5 ms measures 0.475 ms): 15 % there.
+        attack_tolerance = 0.05 if a_ms >= 1.0 else 0.15
+        assert abs(attack * 1000 - a_ms) < attack_tolerance * a_ms, f"attack {attack * 1000:.3f} ms for {a_ms} ms"
+        assert abs(release * 1000 - r_ms) < 0.05 * r_ms, f"release {release * 1000:.2f} ms for {r_ms} ms"
 
 
 # ---------------------------------------------------------------------------

@@ -184,14 +184,24 @@ def test_more_dynamic_voice_gets_more_control(voice, desc):
     assert hs.house_style(d_dyn)["compressor"]["ratio"] > hs.house_style(desc)["compressor"]["ratio"]
 
 
-def test_threshold_gives_peak_gain_reduction_in_the_stated_range(desc):
-    # Static curve at the loud syllables' level: 6-10 dB (house), 12-16 dB (other).
+def test_measured_peak_gain_reduction_is_in_the_stated_range(voice, desc):
+    """The loud syllables get 6-10 dB of gain reduction (house), 12-16 dB (other), measured in the chain.
+
+    The staged voice runs through the style's EQ and compressor (as the console runs
+    them, ballistics included); the compressor's applied gain is read in 50 ms windows
+    and the 99th percentile of the windows' deepest reduction is compared.
+    """
+    from dmst.effects import compressor, gain, parametric_eq
+
+    staged = gain(voice.unsqueeze(0), desc["staging_gain_db"])
     for style, lo, hi in ((hs.house_style, 6.0, 10.0), (hs.other_style, 12.0, 16.0)):
-        c = style(desc)["compressor"]
-        over = desc["loud_peak_db"] - c["threshold_db"]
-        gr = over * (1 - 1 / c["ratio"])
-        assert lo - 0.01 <= gr <= hi + 0.01, (style.__name__, gr)
-        assert over > c["knee_db"] / 2  # the loud syllables are above the knee
+        params = style(desc)
+        x = parametric_eq(staged, SR, **{k: torch.tensor([v]) for k, v in params["eq"].items()})
+        _, g = compressor(x, SR, return_gain=True, **{k: torch.tensor([v]) for k, v in params["compressor"].items()})
+        window = int(0.05 * SR)
+        g = g[0, : g.shape[-1] // window * window].reshape(-1, window).amin(-1).numpy()
+        deepest = float(np.percentile(-g, 99))
+        assert lo <= deepest <= hi, (style.__name__, deepest)
 
 
 def test_other_style_differs_from_house_style(voice, desc):
@@ -213,22 +223,41 @@ def test_other_style_differs_from_house_style(voice, desc):
 # ---------------------------------------------------------------------------
 
 def test_mix_lands_on_target_loudness(clip):
-    d = hs.analyse(clip, SR)
-    effort_lu = hs.OTHER_EFFORT_LU_PER_DB * (10 * math.log10(d["presence_ratio"]) - hs.REF_PRESENCE_DB)
-    other_target = -14.0 + min(2.0, max(-2.0, effort_lu))
-    for style, target in ((hs.house_style, -16.0), (hs.other_style, other_target)):
+    for style in (hs.house_style, hs.other_style):
         y, params = hs.mix(clip, SR, style)
+        target = params["output"]["loudness_lufs"]
         assert y.shape == clip.shape and torch.isfinite(y).all()
-        assert params["output"]["loudness_lufs"] == pytest.approx(target, abs=1e-9)
+        assert target == -16.0 if style is hs.house_style else -16.0 <= target <= -12.0
         # Within 1 LU is the requirement; the loudness match is exact, so hold it to 0.1.
         assert abs(loudness(y) - target) < 0.1, style.__name__
         schema.validate(params)
-    # The returned audio is exactly what the console renders with the returned params.
-    rendered = console.render(clip.unsqueeze(0), SR, schema.stack([params]))[0]
-    assert torch.allclose(rendered, y, atol=1e-4, rtol=1e-3)
-    # Style called with the audio matches the loudness the same way.
-    again = schema.flatten(hs.other_style(hs.analyse(clip, SR), clip, SR))
-    assert again == pytest.approx(schema.flatten(params), rel=1e-5, abs=1e-5)
+        # The returned audio is what the console renders with the returned params.
+        rendered = console.render(clip.unsqueeze(0), SR, schema.stack([params]))[0]
+        assert torch.allclose(rendered, y, atol=1e-4, rtol=1e-3)
+
+
+def _presence_share_db(x: torch.Tensor) -> float:
+    """2-6 kHz share of the energy (dB), by numpy FFT: independent of the style's own descriptors."""
+    power = np.abs(np.fft.rfft(x.double().mean(0).numpy())) ** 2
+    f = np.fft.rfftfreq(x.shape[-1], 1 / SR)
+    return 10 * math.log10(power[(f >= 2000) & (f < 6000)].sum() / power.sum())
+
+
+def test_other_style_delivers_0_3_lu_louder_per_db_of_presence(clip):
+    """The README's rule: 0.3 LU per dB of 2-6 kHz share.  The clip with its 2-6 kHz band cut by 1.5 and 3 dB (an FFT
+    gain, measured by FFT): the delivery target rises 0.3 LU per measured dB of share, within 0.03 LU per dB."""
+    spectrum = torch.fft.rfft(clip.double())
+    f = torch.fft.rfftfreq(clip.shape[-1], 1 / SR)
+    band = (f >= 2000) & (f < 6000)
+    targets, shares = [], []
+    for boost_db in (0.0, -1.5, -3.0):  # this voice is bright (near the top of the range): cut, not boost
+        x = torch.fft.irfft(spectrum * torch.where(band, 10 ** (boost_db / 20), 1.0), n=clip.shape[-1]).float()
+        targets.append(hs.other_style(hs.analyse(x, SR))["output"]["loudness_lufs"])
+        shares.append(_presence_share_db(x))
+    assert -16.0 < min(targets) and max(targets) < -12.0  # inside the clamp: the slope is visible
+    for i in (1, 2):
+        slope = (targets[i] - targets[0]) / (shares[i] - shares[0])
+        assert abs(slope - 0.3) < 0.03, slope
 
 
 def test_stereo_numpy_input():
@@ -258,4 +287,3 @@ def test_params_stay_in_schema_ranges_for_odd_inputs(voice):
         for style in (hs.house_style, hs.other_style):
             params = style(d)
             schema.validate(params)  # all present, finite, inside the ranges
-            assert params == schema.clamp(params), (name, style.__name__)

@@ -6,6 +6,7 @@ import copy
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 import torch
@@ -56,21 +57,6 @@ def presets():
 
 def flat(nested):
     return schema.flatten(nested)
-
-
-def reference_apply(nested, preset, amount):
-    """An independent statement of the documented arithmetic, for comparison."""
-    out = dict(flat(nested))
-    for c in preset.changes:
-        p, v = schema.BY_KEY[c.key], out[c.key]
-        if c.operation == "add":
-            v = v + amount * c.value
-        elif c.operation == "mul":
-            v = v * c.value**amount
-        else:
-            v = v + amount * (c.value - v)
-        out[c.key] = min(max(v, p.minimum), p.maximum)
-    return out
 
 
 def write_yaml(tmp_path, text, name="my.yaml"):
@@ -134,14 +120,70 @@ def test_smooth_does_what_the_yaml_says(predicted, presets):
 
 
 # ---------------------------------------------------------------------------
+# what each preset promises, measured on the render
+# ---------------------------------------------------------------------------
+
+def _render_measures(predicted, params) -> dict[str, float]:
+    """Measures of a render of the example: band energy shares (dB of the total) and macro-dynamics.
+
+    Bands follow the model's own corners: ``low`` under the low shelf's corner, ``air``
+    over the high shelf's, ``presence`` 2-6 kHz, ``body`` 200-600 Hz.  ``dynamics``:
+    95th minus 50th percentile of the 100 ms RMS level (dB), which compression lowers.
+    """
+    audio, sr = sf.read(EXAMPLE, dtype="float32", always_2d=True)
+    y = np.asarray(dmst.render(audio.T.copy(), sr, params))[0].astype(np.float64)
+    power, f = np.abs(np.fft.rfft(y)) ** 2, np.fft.rfftfreq(len(y), 1 / sr)
+
+    def share(lo, hi):
+        return 10 * math.log10(power[(f >= lo) & (f < hi)].sum() / power.sum())
+
+    frames = y[: len(y) // 4410 * 4410].reshape(-1, 4410)
+    level = 10 * np.log10((frames**2).mean(1) + 1e-12)
+    level = level[level > level.max() - 50]
+    return {
+        "low": share(20.0, predicted["eq"]["low_shelf_freq_hz"]),
+        "body": share(200.0, 600.0),
+        "presence": share(2000.0, 6000.0),
+        "air": share(predicted["eq"]["high_shelf_freq_hz"], 20000.0),
+        "dynamics": float(np.percentile(level, 95) - np.percentile(level, 50)),
+    }
+
+
+# From each description: "+" the measure rises, "-" it falls.
+PROMISES = {
+    "aggressive": {"dynamics": "-", "presence": "+", "air": "+"},  # more compression, brighter and more forward
+    "smooth": {"dynamics": "+", "air": "-", "low": "+"},  # gentler compression, softer top, a touch of low end
+    "bright": {"presence": "+", "air": "+"},  # more air and presence
+    "warm": {"low": "+", "air": "-"},  # more low end, softer top
+    "punchy": {"dynamics": "-", "body": "+"},  # tighter compression, more body
+}
+
+
+@pytest.mark.parametrize("name", sorted(PROMISES))
+def test_preset_does_what_its_description_promises_on_the_render(predicted, presets, name):
+    """At amount 1 each promised measure moves the promised way (by >= 0.05 dB); at amount 0.5 it moves part of the way."""
+    before = _render_measures(predicted, predicted)
+    full = _render_measures(predicted, apply_presets(predicted, [name], presets=presets))
+    half = _render_measures(predicted, apply_presets(predicted, [name], amount=0.5, presets=presets))
+    for measure, sign in PROMISES[name].items():
+        change, part = full[measure] - before[measure], half[measure] - before[measure]
+        assert (change if sign == "+" else -change) >= 0.05, (measure, change)
+        assert 0 < part / change < 1, (measure, part, change)
+
+
+def test_modern_clean_renders_the_model_unchanged(predicted, presets):
+    assert _render_measures(predicted, apply_presets(predicted, ["modern_clean"], presets=presets)) == \
+        _render_measures(predicted, predicted)
+
+
+# ---------------------------------------------------------------------------
 # amount
 # ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_amount_zero_is_no_preset_and_one_is_the_preset(predicted, presets, name):
     assert apply_presets(predicted, [name], amount=0.0, presets=presets) == predicted
-    at_one = flat(apply_presets(predicted, [name], amount=1.0, presets=presets))
-    assert at_one == pytest.approx(reference_apply(predicted, presets[name], 1.0), rel=1e-12)
+    assert apply_presets(predicted, [name], amount=1.0, presets=presets) == apply_presets(predicted, [name], presets=presets)
 
 
 @pytest.mark.parametrize("name", ["aggressive", "smooth", "bright", "warm", "punchy"])
@@ -149,7 +191,6 @@ def test_half_amount_lies_between_none_and_full(predicted, presets, name):
     before = flat(predicted)
     half = flat(apply_presets(predicted, [name], amount=0.5, presets=presets))
     full = flat(apply_presets(predicted, [name], amount=1.0, presets=presets))
-    assert half == pytest.approx(reference_apply(predicted, presets[name], 0.5), rel=1e-12)
     for key in presets[name].keys:
         lo, hi = sorted((before[key], full[key]))
         if lo < hi:

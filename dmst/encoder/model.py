@@ -76,6 +76,16 @@ def to_mono_44k(audio, sample_rate: int, staging_db=None) -> tuple[torch.Tensor,
     return mono * 10 ** (staging_db / 20), staging_db
 
 
+def clamp_to_ranges(params: schema.FlatParams) -> schema.FlatParams:
+    """Each value clamped into its schema range.
+
+    A saturated sigmoid gives u = 0 or 1, and ``exp(log(lo) + u (log(hi) - log(lo)))``
+    can land a rounding error outside the range (``attack_ms`` 100.00000000000004):
+    without this, ``dmst render --params`` would refuse the JSON ``dmst params`` wrote.
+    """
+    return {k: torch.clamp(v, schema.BY_KEY[k].minimum, schema.BY_KEY[k].maximum) for k, v in params.items()}
+
+
 class DmstModel:
     """An encoder with its name and training metadata; ``predict`` gives console settings."""
 
@@ -105,7 +115,7 @@ class DmstModel:
         ``staging_db``: the console's input gain for this file, if already measured.
         """
         u = self.predict_normalized(audio, sample_rate, staging_db)
-        return schema.unstack(schema.denormalize(u[None].double()))[0]
+        return schema.unstack(clamp_to_ranges(schema.denormalize(u[None].double())))[0]
 
     def to(self, device) -> "DmstModel":
         self.encoder.to(device)

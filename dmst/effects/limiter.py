@@ -1,0 +1,65 @@
+"""True-peak limiter with lookahead, the last stage of the console (after the output loudness).
+
+A look-ahead peak limiter in the usual offline form (e.g. the gain path of
+Giannoulis, Massberg and Reiss, JAES 2012, with the lookahead of a brickwall limiter):
+
+1. The true peak of each sample interval is measured 4x oversampled with the meter's
+   own interpolator (ITU-R BS.1770-4 annex 2; :data:`dmst.effects.resample.TRUE_PEAK_RESAMPLE`),
+   linked across channels.
+2. The gain each sample needs, ``min(0, ceiling_dbtp - peak)`` dB (a sample's peak is the
+   larger of the intervals on either side of it).
+3. A minimum over the next ``LOOKAHEAD_MS`` (so the gain is down before a peak
+   arrives), a recovery with ``release_ms`` (63 % time constant, instant attack),
+   then a moving average over ``LOOKAHEAD_MS``.  The average of gains that are each at
+   most what a peak needs is at most that, so the ceiling holds at every sample, and
+   the gain ramps over the lookahead instead of jumping.
+
+The render is offline, so the lookahead costs no latency: the gain is computed from
+the whole file and the output is aligned with the input.  Below the ceiling the
+gain is exactly 0 dB: the limiter is then an exact bypass.
+"""
+from __future__ import annotations
+
+import torch
+
+from ._dynamics import db_to_gain, hold_db, moving_average, sliding_max
+from ._path import per_item, render_path
+from .resample import TRUE_PEAK_RESAMPLE, upsample, upsample_phases
+
+OVERSAMPLE = 4
+LOOKAHEAD_MS = 1.5
+FLOOR = 1e-9  # -180 dBFS: peaks of silence
+
+
+def interval_peaks(x: torch.Tensor, render: bool) -> torch.Tensor:
+    """(batch, channels, n) -> (batch, n): the largest magnitude of the 4x oversampled signal over [t, t + 1)."""
+    batch, channels, n = x.shape
+    if render:
+        phases = upsample_phases(x.reshape(-1, n), OVERSAMPLE, **TRUE_PEAK_RESAMPLE)  # (rows, 4, n)
+        peaks = phases.abs_().amax(dim=1).reshape(batch, channels, n).to(x.dtype)
+    else:
+        peaks = upsample(x, OVERSAMPLE, **TRUE_PEAK_RESAMPLE).reshape(batch, channels, n, OVERSAMPLE).abs().amax(-1)
+    return peaks.amax(dim=1)
+
+
+def limiter(x: torch.Tensor, sample_rate: float, ceiling_dbtp=-1.0, release_ms=100.0, return_gain: bool = False):
+    """Limit (batch, channels, samples) ``x`` to a true peak of ``ceiling_dbtp``; parameters floats or (batch,) tensors.
+
+    With ``return_gain=True`` also returns the applied gain in dB, (batch, samples).
+    """
+    batch, _, n = x.shape
+    ceiling_dbtp, release_ms = per_item(ceiling_dbtp, batch, x), per_item(release_ms, batch, x)
+    render = render_path(x, ceiling_dbtp, release_ms)
+    window = max(1, round(LOOKAHEAD_MS * sample_rate / 1000))
+    peaks = interval_peaks(x, render)
+    peaks = torch.maximum(peaks, torch.nn.functional.pad(peaks[:, :-1], (1, 0)))  # both intervals around sample t
+    if render and bool((peaks.amax(dim=-1) <= 10 ** (ceiling_dbtp / 20)).all()):  # nothing over: exactly the input
+        return (x.clone(), torch.zeros(batch, n, dtype=x.dtype)) if return_gain else x.clone()
+    need_db = torch.clamp(ceiling_dbtp[:, None] - 20 * torch.log10(peaks.clamp_min(FLOOR)), max=0.0)
+    # Before the start the gain is 0 dB; padding there keeps the average's bound for the first samples.
+    need_db = torch.nn.functional.pad(need_db, (window - 1, 0))
+    ahead = -sliding_max(-need_db, window, lookahead=True)
+    held = hold_db(ahead, release_ms, sample_rate, render)
+    gain_db = moving_average(held, window)[:, window - 1:]
+    y = x * db_to_gain(gain_db).unsqueeze(1)
+    return (y, gain_db) if return_gain else y

@@ -1,0 +1,72 @@
+"""The high-pass's selectable slope (6, 12, 18, 24 dB/octave) against the analytic Butterworth magnitude.
+
+A digital Butterworth made by the bilinear transform with the corner pre-warped has
+exactly |H|^2 = 1 / (1 + (tan(w0 / 2) / tan(w / 2))^(2N)) for a high-pass of order N:
+that formula (not the coefficients) is the reference.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dmst import schema
+from dmst.effects.eq import HIGH_PASS_SLOPES_DB, eq_sos, parametric_eq
+
+FS = 48000
+NEUTRAL = {p.name: p.default for p in schema.SCHEMA if p.group == "eq"}
+
+
+def _params(**over):
+    return {k: torch.tensor([v], dtype=torch.float64) for k, v in {**NEUTRAL, **over}.items()}
+
+
+def butterworth_high_pass_db(f, fc, order, fs=FS):
+    ratio = math.tan(math.pi * fc / fs) / np.tan(np.pi * np.asarray(f) / fs)
+    return -10 * np.log10(1 + ratio ** (2 * order))
+
+
+@pytest.mark.parametrize("slope", HIGH_PASS_SLOPES_DB)
+@pytest.mark.parametrize("grad", [False, True])
+def test_magnitude_is_butterworth_of_order_slope_over_6(slope, grad):
+    n = 2**16
+    x = torch.zeros(1, 1, n, dtype=torch.float64)
+    x[0, 0, 0] = 1.0
+    fc = 200.0
+    with torch.set_grad_enabled(grad):
+        h = parametric_eq(x.clone().requires_grad_(grad), FS, high_pass_slope_db=slope, **_params(high_pass_freq_hz=fc))
+    f = np.fft.rfftfreq(n, 1 / FS)
+    pick = (f > 15) & (f < 2000)  # below the 18 kHz low-pass's reach; the other bands are at 0 dB
+    measured = 20 * np.log10(np.abs(np.fft.rfft(h.detach()[0, 0].numpy()))[pick])
+    assert np.abs(measured - butterworth_high_pass_db(f[pick], fc, slope // 6)).max() < 0.01
+    # The slope in the stop band: 6 x order dB per octave (between fc/16 and fc/8).
+    at = [int(round(fc / k * n / FS)) for k in (16, 8)]
+    spectrum = np.abs(np.fft.rfft(h.detach()[0, 0].numpy()))
+    assert 20 * np.log10(spectrum[at[1]] / spectrum[at[0]]) == pytest.approx(slope, abs=0.3)
+
+
+def test_12_db_per_octave_is_the_unchanged_default_path():
+    x = torch.randn(2, 1, 5000, generator=torch.Generator().manual_seed(0))
+    p = _params(high_pass_freq_hz=90.0, presence_gain_db=3.0)
+    assert torch.equal(eq_sos(FS, **p), eq_sos(FS, high_pass_slope_db=12, **p))
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad):
+            a = parametric_eq(x.clone().requires_grad_(grad), FS, **p)
+            b = parametric_eq(x.clone().requires_grad_(grad), FS, high_pass_slope_db=torch.tensor([12.0, 12.0]), **p)
+        assert torch.equal(a, b)
+
+
+def test_items_with_different_slopes_batch_together():
+    x = torch.randn(1, 1, 5000, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    slopes = torch.tensor([6.0, 24.0, 12.0, 18.0])
+    batch = parametric_eq(x.expand(4, 1, -1).contiguous(), FS, high_pass_slope_db=slopes, **_params(high_pass_freq_hz=120.0))
+    for i, s in enumerate(slopes.tolist()):
+        alone = parametric_eq(x, FS, high_pass_slope_db=s, **_params(high_pass_freq_hz=120.0))
+        assert torch.allclose(batch[i], alone[0], atol=1e-12)
+
+
+def test_unknown_slope_is_refused():
+    with pytest.raises(ValueError, match="6, 12, 18, 24"):
+        eq_sos(FS, high_pass_slope_db=9, **_params())

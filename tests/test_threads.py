@@ -1,0 +1,61 @@
+"""The compiled kernels on two threads, as `dmst render` runs them (tests/conftest.py pins one thread elsewhere).
+
+The thread pool (``_llvm.run_jobs``) and the work splits (biquad lane groups, FIR
+pieces) must give the same result as one thread, bit for bit, and match the
+independent references (scipy's sosfilt, numpy's correlation).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.signal as ss
+import torch
+
+from dmst.effects import _biquads, _fir
+from dmst.effects.eq import biquad
+
+
+@pytest.fixture()
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_two_threads_really_split_the_work(two_threads):
+    # Preconditions of the tests below: with these sizes the kernels are called with several jobs.
+    assert torch.get_num_threads() == 2
+    assert _biquads._plan(600_000, 2000)[0] == 2
+    assert max(1, min(torch.get_num_threads(), _fir.writable_length(300_000) // _fir.STEP // 64)) == 2
+
+
+def test_biquads_on_two_threads_equal_one_thread_and_scipy(two_threads):
+    fs, n = 44100, 600_000
+    sos = torch.cat([biquad("high_pass", 40.0, 0.0, 0.7071, fs), biquad("peaking", 3000.0, 6.0, 2.0, fs)]).reshape(1, 2, 6)
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 2, n)))
+    for dtype in (torch.float64, torch.float32):
+        two = _biquads.sosfilt(x.to(dtype), sos)
+        torch.set_num_threads(1)
+        one = _biquads.sosfilt(x.to(dtype), sos)
+        torch.set_num_threads(2)
+        assert torch.equal(two, one)
+        want = ss.sosfilt(sos[0].numpy(), x.to(dtype).double().numpy(), axis=-1)
+        err = np.abs(two.double().numpy() - want).max() / np.abs(want).max()
+        assert err < (1e-12 if dtype == torch.float64 else 1e-6), err
+    back = _biquads.sosfiltfilt(x, sos, 22050)
+    torch.set_num_threads(1)
+    assert torch.equal(back, _biquads.sosfiltfilt(x, sos, 22050))
+
+
+def test_fir_on_two_threads_equals_one_thread_and_numpy(two_threads):
+    rng = np.random.default_rng(1)
+    n, taps = 300_000, 24
+    x = rng.standard_normal((2, n + taps - 1)).astype(np.float32)
+    h = rng.standard_normal((2, taps)).astype(np.float32)
+    two = _fir.fir_sum(torch.from_numpy(x), torch.from_numpy(h))
+    torch.set_num_threads(1)
+    one = _fir.fir_sum(torch.from_numpy(x), torch.from_numpy(h))
+    assert torch.equal(two, one)
+    want = sum(np.correlate(x[i].astype(np.float64), h[i].astype(np.float64), mode="valid") for i in range(2))
+    np.testing.assert_allclose(two.numpy(), want, rtol=0, atol=2e-5 * np.sqrt(2 * taps))
