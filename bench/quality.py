@@ -13,7 +13,7 @@
 3. On the test songs, full length: raw input, the bundled default, --global, the
    fine-tuned model, the per-song ceiling (dmst fit's optimiser, fit_params) and the
    foreign chain's own best single setting (one fixed pedalboard setting, found by a
-   coordinate search over its parameters on the training songs with dmst's training loss).
+   coordinate search over its parameters on --n-search training songs with dmst's training loss).
 4. --stage diagnose: per-song fits of mixes made with pedalboard's compressor and with a
    classic RMS feedback / opto-release compressor (bench/foreign.py), with the compressor's
    v2 detector (new parameters frozen at their defaults) and with the v3 detector family
@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import foreign  # noqa: E402
 
 PACKAGE = "fillets-ng-data-cs"
+EDGE = "fine-tuned, detector blends started at 0"
 FAMILY = ("compressor.detector_rms", "compressor.rms_window_ms", "compressor.linear_envelope")
 
 
@@ -252,7 +253,7 @@ def swap_analysis(songs, truth):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--stage", default="all", choices=["all", "mix", "train", "global", "search", "eval", "diagnose", "report"])
+    p.add_argument("--stage", default="all", choices=["all", "mix", "train", "global", "global_hi", "search", "eval", "diagnose", "report"])
     p.add_argument("--voices", default=str(ROOT.parent / "shared" / "data" / "voices"))
     p.add_argument("--work", default=str(ROOT / "runs" / "foreign"))
     p.add_argument("--minutes", type=float, default=9.0, help="fine-tuning CPU budget")
@@ -262,12 +263,13 @@ def main(argv=None):
     p.add_argument("--n-sung", type=int, default=4)
     p.add_argument("--fit-steps", type=int, default=80, help="optimiser steps per song for the ceiling and the diagnosis")
     p.add_argument("--n-diagnose", type=int, default=6, help="test songs for the per-song compressor fits")
+    p.add_argument("--n-search", type=int, default=25, help="training songs the single-setting search scores")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     _threads()
     work = Path(args.work)
     train_files, test_files = pick_files(Path(args.voices), args.n_train, args.n_test, args.n_sung)
-    stages = {args.stage} if args.stage != "all" else {"mix", "train", "global", "search", "eval", "diagnose", "report"}
+    stages = {args.stage} if args.stage != "all" else {"mix", "train", "global", "global_hi", "search", "eval", "diagnose", "report"}
 
     if "mix" in stages and not (work / "truth.json").exists():
         truth = {**write_pairs(train_files, work / "train"), **write_pairs(test_files, work / "test")}
@@ -289,33 +291,47 @@ def main(argv=None):
         train.main(common + ["--out", str(work / "global"), "--global", "--epochs", "1000", "--time-budget",
                              str(args.global_minutes), "--lr", "3e-3"])
         (work / "global" / "wall_s.txt").write_text(f"{time.monotonic() - t:.0f}\n")
+    if "global_hi" in stages and not (work / "global_hi" / "model.pt").exists():
+        import train
+
+        train.main(common + ["--out", str(work / "global_hi"), "--global", "--epochs", "1000", "--time-budget",
+                             str(args.global_minutes), "--lr", "1e-2"])
     if "search" in stages and not (work / "single_setting.json").exists():
-        songs = [(f.stem, *load(work / "train", f.stem)) for f in train_files]
+        songs = [(f.stem, *load(work / "train", f.stem)) for f in train_files[: args.n_search]]
         t = time.monotonic()
         best, cost, start, evals = search_single_setting(songs, truth)
         (work / "single_setting.json").write_text(json.dumps(
             {"best": best, "train_loss": cost, "start_median": start, "evaluations": evals, "wall_s": time.monotonic() - t}, indent=1))
 
     test = [(f.stem, *load(work / "test", f.stem)) for f in test_files]
-    if "eval" in stages and not (work / "eval.json").exists():
+    if "eval" in stages:
         from dmst.encoder import load_model
         from dmst.fit import fit_params
 
+        per_song = json.loads((work / "eval.json").read_text()) if (work / "eval.json").exists() else {}
         single = json.loads((work / "single_setting.json").read_text())["best"]
-        models = {"default model": load_model("default"), "global setting": load_model(work / "global" / "model.pt"),
-                  "fine-tuned": load_model(work / "finetuned" / "model.pt")}
-        per_song = {}
+        models = {"default model": "default", "global setting": work / "global" / "model.pt",
+                  "global setting, lr 1e-2": work / "global_hi" / "model.pt",
+                  "fine-tuned": work / "finetuned" / "model.pt",
+                  # an earlier run, kept if present: fine-tuned with the blends' rows started at 0, before
+                  # schema.TRAINING_START (the same command and budget otherwise)
+                  EDGE: work / "finetuned_edge" / "model.pt"}
+        models = {k: load_model(v) for k, v in models.items() if v == "default" or v.exists()}
         for name, raw, mixed, sr in tqdm(test, desc="evaluating", file=sys.stderr):
-            rows = {"raw input": metrics(raw, mixed, sr)}
+            rows = per_song.setdefault(name, {})
+            if "raw input" not in rows:
+                rows["raw input"] = metrics(raw, mixed, sr)
             for label, model in models.items():
-                rows[label] = metrics(render_params(raw, sr, model.predict(raw, sr)), mixed, sr)
-            y = foreign.render(raw.double().numpy(), sr, single, truth[name]["analysis"]["stage_db"])
-            rows["foreign chain, best single setting"] = metrics(torch.from_numpy(y).float(), mixed, sr)
-            fitted, _ = fit_params(raw, mixed, sr, steps=args.fit_steps)
-            rows["per-song ceiling (dmst fit)"] = metrics(render_params(raw, sr, fitted), mixed, sr)
-            rows["per-song ceiling (dmst fit)"]["fitted_family"] = [fitted["compressor"][k.split(".")[1]] for k in FAMILY]
-            per_song[name] = rows
-        (work / "eval.json").write_text(json.dumps(per_song, indent=1))
+                if label not in rows:
+                    rows[label] = metrics(render_params(raw, sr, model.predict(raw, sr)), mixed, sr)
+            if "foreign chain, best single setting" not in rows:
+                y = foreign.render(raw.double().numpy(), sr, single, truth[name]["analysis"]["stage_db"])
+                rows["foreign chain, best single setting"] = metrics(torch.from_numpy(y).float(), mixed, sr)
+            if "per-song ceiling (dmst fit)" not in rows:
+                fitted, _ = fit_params(raw, mixed, sr, steps=args.fit_steps)
+                rows["per-song ceiling (dmst fit)"] = metrics(render_params(raw, sr, fitted), mixed, sr)
+                rows["per-song ceiling (dmst fit)"]["fitted_family"] = [fitted["compressor"][k.split(".")[1]] for k in FAMILY]
+            (work / "eval.json").write_text(json.dumps(per_song, indent=1))
 
     if "diagnose" in stages and not (work / "diagnose.json").exists():
         t = time.monotonic()
@@ -348,7 +364,7 @@ def report(work: Path, truth, test, args):
     head = "| system | MR-STFT | loudness err (LU) | spectral balance err (dB) | crest err (dB) | micro-dynamics err (dB) |"
     if (work / "eval.json").exists():
         per_song = json.loads((work / "eval.json").read_text())
-        systems = list(next(iter(per_song.values())))
+        systems = [k for k in next(iter(per_song.values())) if all(k in r for r in per_song.values())]
         summary = {}
         for subset, names in (("all", list(per_song)), ("speech", [n for n in per_song if not truth[n]["sung"]]),
                               ("sung", [n for n in per_song if truth[n]["sung"]])):

@@ -110,6 +110,11 @@ SCHEMA: tuple[Param, ...] = (
 ADDED_IN: dict[int, tuple[str, ...]] = {
     3: ("compressor.detector_rms", "compressor.rms_window_ms", "compressor.linear_envelope"),
 }
+# Where training starts a parameter that a migrated model has not learned, in normalised
+# units, when that is not its default: a blend whose default is 0 sits where the encoder's
+# sigmoid has no slope, and Adam would need thousands of steps to move it.  (The migrated
+# model still *predicts* the default until it is trained: see dmst.encoder.model.)
+TRAINING_START: dict[str, float] = {"compressor.detector_rms": 0.5, "compressor.linear_envelope": 0.5}
 OLDEST_READABLE_VERSION = 2  # version 1 had a plain output gain, not a loudness target: not convertible
 
 KEYS: tuple[str, ...] = tuple(p.key for p in SCHEMA)

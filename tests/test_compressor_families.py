@@ -236,7 +236,7 @@ def test_v2_settings_render_as_the_v2_console_did():
 
 def test_bundled_v2_model_is_migrated_and_predicts_the_v2_settings_exactly():
     """The bundled model (schema 2 on disk) loads, predicts what v2 predicted (float32 precision) and the new
-    parameters at exactly their defaults; its trainable encoder keeps the new rows live."""
+    parameters at exactly their defaults; its trainable encoder keeps the new rows live, from their training start."""
     import soundfile as sf
 
     from dmst.encoder import load_model, read_checkpoint
@@ -257,6 +257,12 @@ def test_bundled_v2_model_is_migrated_and_predicts_the_v2_settings_exactly():
             assert got[g][n] == pytest.approx(old[g][n], rel=1e-5, abs=1e-5), key
     assert model.encoder.head[-1].weight.shape[0] == schema.NUM_PARAMS
     assert model.encoder.head[-1].weight.requires_grad
+    # the trainable encoder starts the blends mid-range (schema.TRAINING_START), not at the sigmoid's flat edge
+    u = torch.sigmoid(model.encoder.default_logits.detach())
+    for key, start in schema.TRAINING_START.items():
+        assert float(u[schema.KEYS.index(key)]) == pytest.approx(start)
+    assert float(u[schema.KEYS.index("compressor.rms_window_ms")]) == pytest.approx(
+        schema.BY_KEY["compressor.rms_window_ms"].normalize(20.0), abs=1e-6)
 
 
 def test_model_trained_with_other_ranges_is_refused():

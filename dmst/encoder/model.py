@@ -168,9 +168,10 @@ def migrate_checkpoint(ckpt: dict, path="model") -> dict:
 
     Migration grows the encoder's output head by one row per parameter added since the
     model's schema version (:data:`dmst.schema.ADDED_IN`): zero weights and a default
-    logit at the parameter's default.  Those rows are recorded under ``"migrated"``, and
-    the loaded model predicts exactly their defaults (so it renders exactly as before)
-    until it is trained again; training starts them at the default.  The ranges and
+    logit at the parameter's default, or at its :data:`dmst.schema.TRAINING_START`.  Those
+    rows are recorded under ``"migrated"``, and the loaded model predicts exactly their
+    defaults (so it renders exactly as before) until it is trained again; training starts
+    them from those logits.  The ranges and
     scales the model was trained with must equal this dmst's: a normalised output
     means nothing under another range.
     """
@@ -192,7 +193,10 @@ def migrate_checkpoint(ckpt: dict, path="model") -> dict:
         return ckpt
     old_index = {k: i for i, k in enumerate(keys)}
     state = dict(ckpt["state_dict"])
-    u0 = schema.default_normalized().clamp(1e-3, 1 - 1e-3)
+    u0 = schema.default_normalized()
+    for key, u in schema.TRAINING_START.items():
+        u0[schema.KEYS.index(key)] = u
+    u0 = u0.clamp(1e-3, 1 - 1e-3)
     default_logits = torch.log(u0) - torch.log1p(-u0)
     rows_from = [old_index.get(k) for k in schema.KEYS]
 
@@ -216,7 +220,7 @@ def model_from_checkpoint(ckpt: dict, name: str | None = None) -> DmstModel:
     """The model of a checkpoint dict (migrated to the current schema if it is older).
 
     ``.encoder`` is the trainable network: rows a migration added are live in it (they
-    start at their defaults); only the :class:`DmstModel` pins them to the defaults.
+    start at their defaults or training starts); only the :class:`DmstModel` pins them to the defaults.
     """
     ckpt = migrate_checkpoint(ckpt)
     encoder = Encoder(**ckpt["config"])
