@@ -22,7 +22,7 @@ from typing import Iterable, Mapping
 
 import torch
 
-SCHEMA_VERSION = 2  # 2: the output stage is a loudness target (output.loudness_lufs), not a gain
+SCHEMA_VERSION = 3  # 2: the output stage is a loudness target (output.loudness_lufs), not a gain; 3: compressor detector family
 
 
 class ParamError(ValueError):
@@ -83,13 +83,17 @@ SCHEMA: tuple[Param, ...] = (
     _p("eq", "high_shelf_freq_hz",  "Hz", 3000,  16000, 8000,  "log",    "High-shelf (air) corner frequency"),
     _p("eq", "high_shelf_gain_db",  "dB", -12,   12,    0,     "linear", "High-shelf (air) gain"),
     _p("eq", "low_pass_freq_hz",    "Hz", 3000,  20000, 18000, "log",    "Low-pass cutoff (12 dB/octave, Butterworth Q 0.707)"),
-    # Compressor: feed-forward, peak-sensing, soft knee, attack/release on the gain reduction.
+    # Compressor: feed-forward, soft knee; peak or RMS detector, ballistics on the gain in dB or on the linear envelope.
     _p("compressor", "threshold_db",    "dBFS", -60,  0,    -18,  "linear", "Level above which gain reduction starts (centre of the knee)"),
     _p("compressor", "ratio",           ":1",   1,    20,   2,    "log",    "Input dB change per output dB change above the knee"),
     _p("compressor", "knee_db",         "dB",   0,    24,   6,    "linear", "Width of the soft knee, centred on the threshold"),
-    _p("compressor", "attack_ms",       "ms",   0.1,  100,  10,   "log",    "Time constant of gain reduction onset (63% of a step, in dB)"),
-    _p("compressor", "release_ms",      "ms",   10,   1000, 150,  "log",    "Time constant of gain recovery (63% of a step, in dB)"),
+    _p("compressor", "attack_ms",       "ms",   0.1,  100,  10,   "log",    "Time constant of gain reduction onset (63% of a step: of the gain in dB, or of the linear envelope)"),
+    _p("compressor", "release_ms",      "ms",   10,   1000, 150,  "log",    "Time constant of gain recovery (63% of a step: of the gain in dB, or of the linear envelope)"),
     _p("compressor", "makeup_gain_db",  "dB",   -12,  24,   0,    "linear", "Gain after compression"),
+    # Detector family (schema v3); the defaults are the v2 compressor exactly.
+    _p("compressor", "detector_rms",    "",     0,    1,    0,    "linear", "Level detector: 0 instantaneous peak, 1 RMS over rms_window_ms (blended in dB between)"),
+    _p("compressor", "rms_window_ms",   "ms",   1,    300,  20,   "log",    "Time constant of the RMS detector's mean square (63% of a step)"),
+    _p("compressor", "linear_envelope", "",     0,    1,    0,    "linear", "Ballistics domain: 0 smoothing of the gain in dB, 1 attack/release on the linear level envelope (JUCE, analogue-style); gains blended in dB between"),
     # Saturation: biased tanh waveshaper, oversampled, level-compensated.
     _p("saturation", "drive_db",        "dB",   0,    24,   0,    "linear", "Gain into the waveshaper (0 dB: programme barely touches the curve)"),
     _p("saturation", "asymmetry",       "",     0,    1,    0,    "linear", "Bias of the curve: 0 symmetric (odd harmonics), 1 strongly asymmetric (adds even harmonics)"),
@@ -98,6 +102,20 @@ SCHEMA: tuple[Param, ...] = (
     _p("output", "loudness_lufs",       "LUFS", -40,  -6,   -16,  "linear", "Integrated loudness (BS.1770) the finished vocal is delivered at"),
 )
 # fmt: on
+
+# Migration: the parameters each schema version added.  A file (settings JSON or model)
+# written for an older readable version gets every parameter added since then at its
+# default, which by design reproduces the older console exactly.  A new parameter group
+# plugs in by listing its keys here under the version that adds it.
+ADDED_IN: dict[int, tuple[str, ...]] = {
+    3: ("compressor.detector_rms", "compressor.rms_window_ms", "compressor.linear_envelope"),
+}
+# Where training starts a parameter that a migrated model has not learned, in normalised
+# units, when that is not its default: a blend whose default is 0 sits where the encoder's
+# sigmoid has no slope, and Adam would need thousands of steps to move it.  (The migrated
+# model still *predicts* the default until it is trained: see dmst.encoder.model.)
+TRAINING_START: dict[str, float] = {"compressor.detector_rms": 0.5, "compressor.linear_envelope": 0.5}
+OLDEST_READABLE_VERSION = 2  # version 1 had a plain output gain, not a loudness target: not convertible
 
 KEYS: tuple[str, ...] = tuple(p.key for p in SCHEMA)
 BY_KEY: dict[str, Param] = {p.key: p for p in SCHEMA}
@@ -228,6 +246,46 @@ def clamp(nested: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, floa
 
 
 # ---------------------------------------------------------------------------
+# migration from older schema versions
+# ---------------------------------------------------------------------------
+
+def check_version(version, what: str = "file") -> int:
+    """The schema version of a file if this dmst can read it; else a one-line ParamError."""
+    if isinstance(version, bool) or not isinstance(version, int) or not OLDEST_READABLE_VERSION <= version <= SCHEMA_VERSION:
+        raise ParamError(f"{what} has schema_version {version!r}, which is not supported; this dmst reads versions "
+                         f"{OLDEST_READABLE_VERSION} to {SCHEMA_VERSION} (re-export it, or use the dmst that wrote it)")
+    return version
+
+
+def added_since(version: int) -> tuple[str, ...]:
+    """The keys the current schema has that a file of ``version`` lacks, in schema order."""
+    new = {k for v, keys in ADDED_IN.items() if v > version for k in keys}
+    return tuple(k for k in KEYS if k in new)
+
+
+def keys_of_version(version: int) -> tuple[str, ...]:
+    """The parameter keys, in order, of a (readable) schema ``version``."""
+    missing = set(added_since(version))
+    return tuple(k for k in KEYS if k not in missing)
+
+
+def migrate(nested: Mapping, version: int) -> dict:
+    """A nested dict of an older ``version`` with every parameter added since at its default.
+
+    Values the file has are kept as they are (validation comes after).  Only groups and
+    names are filled in; nothing else is interpreted.
+    """
+    check_version(version)
+    out = {g: dict(v) if isinstance(v, Mapping) else v for g, v in nested.items()}
+    for key in added_since(version):
+        p = BY_KEY[key]
+        group = out.setdefault(p.group, {})
+        if isinstance(group, dict):
+            group.setdefault(p.name, p.default)
+    return out
+
+
+# ---------------------------------------------------------------------------
 # JSON
 # ---------------------------------------------------------------------------
 
@@ -242,18 +300,20 @@ def to_json(nested: Mapping[str, Mapping[str, float]], **meta) -> str:
 
 
 def from_json(text: str) -> dict[str, dict[str, float]]:
-    """JSON text (as written by :func:`to_json`, possibly hand-edited) -> validated nested params."""
+    """JSON text (as written by :func:`to_json`, possibly hand-edited) -> validated nested params.
+
+    A file of an older readable schema version is migrated (:func:`migrate`): the
+    parameters added since get their defaults, so it renders as it did.
+    """
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
         raise ParamError(f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
     if not isinstance(doc, dict):
         raise ParamError("parameters JSON must be an object")
-    version = doc.pop("schema_version", SCHEMA_VERSION)
-    if version != SCHEMA_VERSION:
-        raise ParamError(f"schema_version {version!r} is not supported; this dmst reads version {SCHEMA_VERSION}")
+    version = check_version(doc.pop("schema_version", SCHEMA_VERSION), "parameters JSON")
     doc.pop("meta", None)
-    return validate(doc)
+    return validate(migrate(doc, version))
 
 
 # ---------------------------------------------------------------------------

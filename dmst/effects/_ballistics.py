@@ -119,3 +119,74 @@ def ballistics(target_db: torch.Tensor, attack: torch.Tensor, release: torch.Ten
     kernel(f.data_ptr(), out.data_ptr(), batch, n, a.data_ptr(), r.data_ptr(), int(curve is not None),
            *(v.data_ptr() for v in shape))  # ctypes releases the GIL
     return out.to(device)
+
+
+def _build_one_pole_ir(io_double: bool) -> str:
+    """LLVM IR of ``void one_pole(T* x, T* out, i64 batch, i64 n, T* falling, T* rising)``.
+
+    For each item ``b`` and sample ``t``, in float64 state from 0, the branching one-pole
+    recursion of torchcomp's ``compressor_core`` (same operations, same order)::
+
+        c = falling[b] if x[b, t] < y else rising[b]
+        y = y * (1 - c) + c * x[b, t]
+        out[b, t] = y
+
+    With ``falling == rising`` it is a plain one-pole average (the RMS detector's mean
+    square); with the level envelope negated, ``falling`` is the attack coefficient.
+    """
+    import llvmlite.ir as ir
+
+    io = ir.DoubleType() if io_double else ir.FloatType()
+    f64, i64 = ir.DoubleType(), ir.IntType(64)
+    ptr = io.as_pointer()
+    module = ir.Module(name="dmst_one_pole")
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ptr, ptr, i64, i64, ptr, ptr]), name="one_pole")
+    x_in, out, batch, n, falling, rising = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    zero, one = ir.Constant(f64, 0.0), ir.Constant(f64, 1.0)
+
+    def load(pointer, index):
+        value = b.load(b.gep(pointer, [index]))
+        return value if io_double else b.fpext(value, f64)
+
+    def item(i):
+        down, up = load(falling, i), load(rising, i)
+        row = b.mul(i, n)
+
+        def sample(t, y):
+            index = b.add(row, t)
+            f = load(x_in, index)
+            c = b.select(b.fcmp_ordered("<", f, y), down, up)
+            y = b.fadd(b.fmul(y, b.fsub(one, c)), b.fmul(c, f))
+            b.store(y if io_double else b.fptrunc(y, io), b.gep(out, [index]))
+            return [y]
+
+        ir_loop(b, ir.Constant(i64, 0), n, [zero], sample)
+        return []
+
+    ir_loop(b, ir.Constant(i64, 0), batch, [], item)
+    b.ret_void()
+    return str(module)
+
+
+@functools.lru_cache(maxsize=2)
+def _compiled_one_pole(io_double: bool):
+    p, i64 = ctypes.c_void_p, ctypes.c_int64
+    return compile_function(_build_one_pole_ir(io_double), "one_pole", [p, p, i64, i64, p, p])
+
+
+def one_pole(x: torch.Tensor, falling: torch.Tensor, rising: torch.Tensor) -> torch.Tensor:
+    """Branching one-pole recursion over (batch, samples) ``x`` from a zero state (see :func:`_build_one_pole_ir`).
+
+    ``falling`` / ``rising``: (batch,) coefficients used while the input is below / at or
+    above the output.  The render-path twin of torchcomp's ``compressor_core(x, 0, falling, rising)``.
+    """
+    if x.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"one_pole needs float32 or float64 input, got {x.dtype}")
+    device, dtype = x.device, x.dtype
+    f = x.detach().to("cpu").contiguous()
+    batch, n = f.shape
+    down, up = (_per_item(torch.as_tensor(v), batch, dtype) for v in (falling, rising))
+    out = torch.empty_like(f)
+    _compiled_one_pole(dtype == torch.float64)(f.data_ptr(), out.data_ptr(), batch, n, down.data_ptr(), up.data_ptr())
+    return out.to(device)

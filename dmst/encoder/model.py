@@ -91,10 +91,12 @@ class DmstModel:
 
     sample_rate = SAMPLE_RATE
 
-    def __init__(self, encoder: Encoder, name: str = "untrained", meta: dict | None = None):
+    def __init__(self, encoder: Encoder, name: str = "untrained", meta: dict | None = None, fixed_defaults=()):
         self.encoder = encoder.eval()
         self.name = name
         self.meta = meta or {}
+        # Parameters a migrated model was never trained for: predicted as exactly their defaults.
+        self.fixed_defaults = tuple(fixed_defaults)
 
     @torch.no_grad()
     def predict_normalized(self, audio, sample_rate: int, staging_db=None) -> torch.Tensor:
@@ -107,7 +109,10 @@ class DmstModel:
         segments = choose_segments(staged)
         device = next(self.encoder.parameters()).device
         e = self.encoder.embed(segments.to(device)).mean(dim=0, keepdim=True)
-        return self.encoder.head_from_embedding(e)[0].cpu()
+        u = self.encoder.head_from_embedding(e)[0].cpu()
+        for key in self.fixed_defaults:
+            u[schema.KEYS.index(key)] = schema.BY_KEY[key].normalize(schema.BY_KEY[key].default)
+        return u
 
     def predict(self, audio, sample_rate: int, staging_db=None) -> dict[str, dict[str, float]]:
         """(channels, samples) audio (numpy or torch) -> nested settings dict in physical units.
@@ -115,7 +120,11 @@ class DmstModel:
         ``staging_db``: the console's input gain for this file, if already measured.
         """
         u = self.predict_normalized(audio, sample_rate, staging_db)
-        return schema.unstack(clamp_to_ranges(schema.denormalize(u[None].double())))[0]
+        params = schema.unstack(clamp_to_ranges(schema.denormalize(u[None].double())))[0]
+        for key in self.fixed_defaults:  # exactly, not through a float32 round trip of the normalised value
+            p = schema.BY_KEY[key]
+            params[p.group][p.name] = p.default
+        return params
 
     def to(self, device) -> "DmstModel":
         self.encoder.to(device)
@@ -134,6 +143,7 @@ class DmstModel:
             "sample_rate": SAMPLE_RATE,
             "versions": versions(),
             "meta": self.meta,
+            **({"migrated": {"from_version": None, "defaults": list(self.fixed_defaults)}} if self.fixed_defaults else {}),
             **extra,
         }
 
@@ -158,16 +168,73 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise ModelError(f"cannot read model file {path}: {str(e).splitlines()[0][:200]}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ModelError(f"{path} is not a dmst model file")
-    keys = [row["group"] + "." + row["name"] for row in ckpt.get("schema", [])]
-    if ckpt.get("schema_version") != schema.SCHEMA_VERSION or tuple(keys) != schema.KEYS:
-        raise ModelError(f"{path} was trained for another parameter schema (version {ckpt.get('schema_version')}); retrain or fine-tune it with this dmst")
-    return ckpt
+    return migrate_checkpoint(ckpt, path)
+
+
+def migrate_checkpoint(ckpt: dict, path="model") -> dict:
+    """A checkpoint dict for the current schema: as it is, or migrated from an older readable version.
+
+    Migration grows the encoder's output head by one row per parameter added since the
+    model's schema version (:data:`dmst.schema.ADDED_IN`): zero weights and a default
+    logit at the parameter's default, or at its :data:`dmst.schema.TRAINING_START`.  Those
+    rows are recorded under ``"migrated"``, and the loaded model predicts exactly their
+    defaults (so it renders exactly as before) until it is trained again; training starts
+    them from those logits.  The ranges and
+    scales the model was trained with must equal this dmst's: a normalised output
+    means nothing under another range.
+    """
+    version = ckpt.get("schema_version")
+    try:
+        schema.check_version(version, f"{path}")
+    except schema.ParamError as e:
+        raise ModelError(f"{e}; retrain or fine-tune it with this dmst") from None
+    rows = ckpt.get("schema", [])
+    keys = tuple(row["group"] + "." + row["name"] for row in rows)
+    if keys != schema.keys_of_version(version):
+        raise ModelError(f"{path} was trained for another parameter schema (version {version}); retrain or fine-tune it with this dmst")
+    for row, key in zip(rows, keys):
+        p = schema.BY_KEY[key]
+        if (float(row["minimum"]), float(row["maximum"]), row["scale"]) != (p.minimum, p.maximum, p.scale):
+            raise ModelError(f"{path} was trained with {key} in {row['minimum']:g}..{row['maximum']:g} ({row['scale']}), "
+                             f"this dmst has {p.minimum:g}..{p.maximum:g} ({p.scale}); retrain or fine-tune it with this dmst")
+    if version == schema.SCHEMA_VERSION:
+        return ckpt
+    old_index = {k: i for i, k in enumerate(keys)}
+    state = dict(ckpt["state_dict"])
+    u0 = schema.default_normalized()
+    for key, u in schema.TRAINING_START.items():
+        u0[schema.KEYS.index(key)] = u
+    u0 = u0.clamp(1e-3, 1 - 1e-3)
+    default_logits = torch.log(u0) - torch.log1p(-u0)
+    rows_from = [old_index.get(k) for k in schema.KEYS]
+
+    def grow(t: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+        return torch.stack([t[i] if i is not None else fill[j].to(t.dtype) for j, i in enumerate(rows_from)])
+
+    head = [k for k in state if k.startswith("head.") and k.endswith(".weight")]
+    last = max(head, key=lambda k: int(k.split(".")[1]))  # the output layer
+    bias = last[: -len("weight")] + "bias"
+    n_hidden = state[last].shape[1]
+    state[last] = grow(state[last], torch.zeros(schema.NUM_PARAMS, n_hidden))
+    state[bias] = grow(state[bias], torch.zeros(schema.NUM_PARAMS))
+    state["default_logits"] = grow(state["default_logits"], default_logits)
+    filled = [k for k in schema.KEYS if k not in old_index]
+    return {**ckpt, "state_dict": state, "schema_version": schema.SCHEMA_VERSION,
+            "schema": [asdict(p) for p in schema.SCHEMA],
+            "migrated": {"from_version": version, "defaults": filled + list(ckpt.get("migrated", {}).get("defaults", []))}}
 
 
 def model_from_checkpoint(ckpt: dict, name: str | None = None) -> DmstModel:
+    """The model of a checkpoint dict (migrated to the current schema if it is older).
+
+    ``.encoder`` is the trainable network: rows a migration added are live in it (they
+    start at their defaults or training starts); only the :class:`DmstModel` pins them to the defaults.
+    """
+    ckpt = migrate_checkpoint(ckpt)
     encoder = Encoder(**ckpt["config"])
     encoder.load_state_dict(ckpt["state_dict"])
-    return DmstModel(encoder, name=name or ckpt.get("name", "model"), meta=ckpt.get("meta", {}))
+    return DmstModel(encoder, name=name or ckpt.get("name", "model"), meta=ckpt.get("meta", {}),
+                     fixed_defaults=ckpt.get("migrated", {}).get("defaults", ()))
 
 
 def resolve_model_path(name_or_path: str | os.PathLike = "default") -> Path:
