@@ -258,7 +258,8 @@ def main(argv=None):
     p.add_argument("--voices", default=str(ROOT.parent / "shared" / "data" / "voices"))
     p.add_argument("--work", default=str(ROOT / "runs" / "foreign"))
     p.add_argument("--minutes", type=float, default=9.0, help="fine-tuning CPU budget")
-    p.add_argument("--global-minutes", type=float, default=3.0)
+    p.add_argument("--global-minutes", type=float, default=7.0, help="budget of --global at lr 3e-3")
+    p.add_argument("--global-hi-minutes", type=float, default=6.0, help="budget of --global at lr 1e-2 (--stage global_hi)")
     p.add_argument("--n-train", type=int, default=50)
     p.add_argument("--n-test", type=int, default=12, help="held-out speech test songs (plus --n-sung sung takes)")
     p.add_argument("--n-sung", type=int, default=4)
@@ -296,7 +297,7 @@ def main(argv=None):
         import train
 
         train.main(common + ["--out", str(work / "global_hi"), "--global", "--epochs", "1000", "--time-budget",
-                             str(args.global_minutes), "--lr", "1e-2"])
+                             str(args.global_hi_minutes), "--lr", "1e-2"])
     if "search" in stages and not (work / "single_setting.json").exists():
         songs = [(f.stem, *load(work / "train", f.stem)) for f in train_files[: args.n_search]]
         t = time.monotonic()
