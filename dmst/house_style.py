@@ -328,6 +328,7 @@ def house_style(descriptors: Mapping[str, float], audio=None, sample_rate: int |
         "compressor": {
             "threshold_db": threshold, "ratio": ratio, "knee_db": knee,
             "attack_ms": attack, "release_ms": release, "makeup_gain_db": makeup,
+            "detector_rms": 0.0, "rms_window_ms": 20.0, "linear_envelope": 0.0,  # peak, dB ballistics (v2)
         },
         "saturation": {"drive_db": drive, "asymmetry": 0.15, "mix": sat_mix},
         "output": {"loudness_lufs": HOUSE_TARGET_LUFS},
@@ -405,6 +406,7 @@ def other_style(descriptors: Mapping[str, float], audio=None, sample_rate: int |
         "compressor": {
             "threshold_db": threshold, "ratio": ratio, "knee_db": knee,
             "attack_ms": 2.0, "release_ms": 60.0, "makeup_gain_db": makeup,
+            "detector_rms": 0.0, "rms_window_ms": 20.0, "linear_envelope": 0.0,
         },
         "saturation": {"drive_db": drive, "asymmetry": 0.5, "mix": 0.7},
         "output": {"loudness_lufs": OTHER_TARGET_LUFS + _clip(OTHER_EFFORT_LU_PER_DB * presence_excess, -2.0, 2.0)},

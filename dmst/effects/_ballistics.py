@@ -190,3 +190,108 @@ def one_pole(x: torch.Tensor, falling: torch.Tensor, rising: torch.Tensor) -> to
     out = torch.empty_like(f)
     _compiled_one_pole(dtype == torch.float64)(f.data_ptr(), out.data_ptr(), batch, n, down.data_ptr(), up.data_ptr())
     return out.to(device)
+
+
+def _build_family_ir(io_double: bool) -> str:
+    """LLVM IR of ``void family(T* peak, T* out, i64 batch, i64 n, T* attack, T* release, T* rms_coef,
+    T* detector_rms, T* linear_envelope, T* threshold, T* ratio, T* knee, T floor)``.
+
+    Every detector family in one pass (:func:`dmst.effects.compressor.detector_family_gain_db`
+    written out per sample, float64 state from 0), from the linked peak ``p``::
+
+        ms    = ms * (1 - c) + c * p * p                    # RMS detector's mean square
+        level = (1 - w) * 20 log10(max(p, floor)) + w * 10 log10(max(ms, floor^2))
+        f     = curve(level); held / gain as in _build_ir   # dB-domain ballistics -> g_db
+        d     = 10 ** (level / 20); k = a if d > env else r
+        env   = env * (1 - k) + k * d                       # linear-envelope ballistics
+        out   = (1 - m) * g_db + m * curve(20 log10(max(env, floor)))
+    """
+    import llvmlite.ir as ir
+
+    io = ir.DoubleType() if io_double else ir.FloatType()
+    f64, i64 = ir.DoubleType(), ir.IntType(64)
+    ptr = io.as_pointer()
+    module = ir.Module(name="dmst_family")
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ptr, ptr, i64, i64] + [ptr] * 8 + [f64]), name="family")
+    peak_in, out, batch, n, attack, release, rms_coef, rms_w, lin_m, threshold, ratio, knee, floor = fn.args
+    log10 = module.declare_intrinsic("llvm.log10", [f64])
+    exp = module.declare_intrinsic("llvm.exp", [f64])
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    zero, one, two = ir.Constant(f64, 0.0), ir.Constant(f64, 1.0), ir.Constant(f64, 2.0)
+    ten, twenty, ln10_20 = ir.Constant(f64, 10.0), ir.Constant(f64, 20.0), ir.Constant(f64, 2.302585092994046 / 20)
+    floor2 = b.fmul(floor, floor)
+
+    def load(pointer, index):
+        value = b.load(b.gep(pointer, [index]))
+        return value if io_double else b.fpext(value, f64)
+
+    def fmax(v, lo):
+        return b.select(b.fcmp_ordered("<", v, lo), lo, v)
+
+    def item(i):
+        a, r, c = load(attack, i), load(release, i), load(rms_coef, i)
+        w, m = load(rms_w, i), load(lin_m, i)
+        keep_a, keep_r, keep_c, keep_w, keep_m = (b.fsub(one, v) for v in (a, r, c, w, m))
+        thr, width = load(threshold, i), load(knee, i)
+        slope = b.fsub(b.fdiv(one, load(ratio, i)), one)
+        half = b.fdiv(width, two)
+        row = b.mul(i, n)
+
+        def curve(level):
+            over = b.fsub(level, thr)
+            bend = b.fadd(over, half)
+            in_knee = b.fdiv(b.fmul(b.fmul(bend, bend), slope), b.fmul(two, width))
+            static = b.select(b.fcmp_ordered(">", over, half), b.fmul(over, slope), in_knee)
+            return b.select(b.fcmp_ordered("<", over, b.fsub(zero, half)), zero, static)
+
+        def sample(t, ms, held, gain, env):
+            index = b.add(row, t)
+            p = load(peak_in, index)
+            ms = b.fadd(b.fmul(ms, keep_c), b.fmul(c, b.fmul(p, p)))
+            peak_db = b.fmul(twenty, b.call(log10, [fmax(p, floor)]))
+            rms_db = b.fmul(ten, b.call(log10, [fmax(ms, floor2)]))
+            level = b.fadd(b.fmul(keep_w, peak_db), b.fmul(w, rms_db))
+            f = curve(level)
+            released = b.fadd(b.fmul(held, keep_r), b.fmul(r, f))
+            held = b.select(b.fcmp_ordered("<", f, held), f, released)
+            attacked = b.fadd(b.fmul(gain, keep_a), b.fmul(a, held))
+            gain = b.select(b.fcmp_ordered("<", held, gain), attacked, held)
+            d = b.call(exp, [b.fmul(level, ln10_20)])
+            k = b.select(b.fcmp_ordered(">", d, env), a, r)
+            env = b.fadd(b.fmul(env, b.fsub(one, k)), b.fmul(k, d))
+            linear_gain = curve(b.fmul(twenty, b.call(log10, [fmax(env, floor)])))
+            g = b.fadd(b.fmul(keep_m, gain), b.fmul(m, linear_gain))
+            b.store(g if io_double else b.fptrunc(g, io), b.gep(out, [index]))
+            return [ms, held, gain, env]
+
+        ir_loop(b, ir.Constant(i64, 0), n, [zero, zero, zero, zero], sample)
+        return []
+
+    ir_loop(b, ir.Constant(i64, 0), batch, [], item)
+    b.ret_void()
+    return str(module)
+
+
+@functools.lru_cache(maxsize=2)
+def _compiled_family(io_double: bool):
+    p, i64 = ctypes.c_void_p, ctypes.c_int64
+    return compile_function(_build_family_ir(io_double), "family", [p, p, i64, i64] + [p] * 8 + [ctypes.c_double])
+
+
+def family(peak: torch.Tensor, attack, release, rms_coef, detector_rms, linear_envelope, curve, floor: float) -> torch.Tensor:
+    """Gain in dB (batch, samples) of any detector family from the linked peak (batch, samples), in one compiled pass.
+
+    Coefficients and blends are (batch,) or one value; ``curve = (threshold_db, ratio, knee_db)``.
+    """
+    if peak.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"family needs float32 or float64 input, got {peak.dtype}")
+    device, dtype = peak.device, peak.dtype
+    x = peak.detach().to("cpu").contiguous()
+    batch, n = x.shape
+    threshold_db, ratio, knee_db = curve
+    args = [_per_item(torch.as_tensor(v), batch, dtype) for v in
+            (attack, release, rms_coef, detector_rms, linear_envelope, threshold_db, ratio, knee_db)]
+    args[-1] = args[-1].clamp_min(1e-6)  # as gain_computer clamps the knee
+    out = torch.empty_like(x)
+    _compiled_family(dtype == torch.float64)(x.data_ptr(), out.data_ptr(), batch, n, *(v.data_ptr() for v in args), float(floor))
+    return out.to(device)

@@ -86,3 +86,4 @@ def compile_render_kernels() -> None:
     _biquads._compiled(False)
     _fir._compiled()
     _ballistics._compiled(False)
+    _ballistics._compiled_family(False)  # a compressor of another detector family

@@ -40,7 +40,7 @@ import warnings
 
 import torch
 
-from ._ballistics import ballistics, one_pole
+from ._ballistics import ballistics, family, one_pole
 
 LEVEL_FLOOR_DB = -120.0
 
@@ -188,6 +188,14 @@ def detector_family_gain_db(x, sample_rate, threshold_db, ratio, knee_db, attack
     ``(1 - m) * dB-domain gain + m * linear-envelope gain`` with ``m = linear_envelope``
     (module docstring), both driven by :func:`detector_level_db`.
     """
+    grad = torch.is_grad_enabled() and any(
+        v.requires_grad for v in (x, threshold_db, ratio, knee_db, attack_ms, release_ms, detector_rms, rms_window_ms, linear_envelope))
+    if not grad:  # rendering: everything in one compiled pass over the linked peak
+        peak = x[:, 0].abs()
+        for channel in range(1, x.shape[1]):
+            torch.maximum(peak, x[:, channel].abs(), out=peak)
+        coef = [time_constant_coefficient(v.to(x.dtype), sample_rate) for v in (attack_ms, release_ms, rms_window_ms)]
+        return family(peak, *coef, detector_rms, linear_envelope, (threshold_db, ratio, knee_db), 10 ** (LEVEL_FLOOR_DB / 20))
     level_db = detector_level_db(x, sample_rate, detector_rms, rms_window_ms)
     attack = time_constant_coefficient(attack_ms, sample_rate).to(level_db.dtype)
     release = time_constant_coefficient(release_ms, sample_rate).to(level_db.dtype)
