@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
+from dmst import schema
+
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
@@ -125,6 +127,6 @@ def test_page_uploads_renders_edits_plays_and_downloads(browser, tmp_path):
         info, source = sf.info(str(mix_file)), sf.info(str(EXAMPLE))
         assert info.frames == source.frames and info.samplerate == source.samplerate
         doc = json.loads(Path(json_file).read_text())
-        assert doc["compressor"]["attack_ms"] == 33 and doc["schema_version"] == 2
+        assert doc["compressor"]["attack_ms"] == 33 and doc["schema_version"] == schema.SCHEMA_VERSION
     finally:
         server.stop()
