@@ -55,8 +55,8 @@ def parse_args(argv=None):
     p.add_argument("--data", required=True, help="folder with raw/ and mixed/ subfolders")
     p.add_argument("--out", required=True, help="run folder for model.pt, last.pt, metrics.json")
     p.add_argument("--init", help="model to fine-tune from: 'default' (bundled) or a model.pt path")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt (with the run's arguments)")
-    p.add_argument("--global", dest="global_only", action="store_true", help="fit one setting for all songs (for very few pairs)")
+    p.add_argument("--resume", action="store_true", default=None, help="continue the run in --out from its last.pt (with the run's arguments)")
+    p.add_argument("--global", dest="global_only", action="store_true", default=None, help="fit one setting for all songs (for very few pairs)")
     p.add_argument("--cache-dir", metavar="DIR", help="where the checked, aligned pairs are kept (float16 .npy + .json "
                    "per pair, keyed by file content and settings); share one between runs to check each pair once "
                    "[RUN/cache]")
@@ -75,7 +75,7 @@ def parse_args(argv=None):
     p.add_argument("--val-fraction", type=float, help=f"share of songs held out for validation [{d['val_fraction']:g}]")
     p.add_argument("--seed", type=int, help=f"[{d['seed']}]")
     p.add_argument("--device", help="cpu (default) or cuda")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", default=None, help="no progress bars")
     args = p.parse_args(argv)
     args.given = {k for k, v in vars(args).items() if v is not None}
     args.resume = bool(args.resume)
@@ -233,7 +233,8 @@ def main(argv=None):
     tails = [p.tail_s for p in usable]
     data_summary = {"pairs_usable": len(usable), "pairs_skipped": len(report.skipped), "train_pairs": len(train_pairs),
                     "val_pairs": len(val_names), "songs": len({song(p.name) for p in usable}), "sample_rate": rate,
-                    "output_channels": channels, "longest_tail_s": round(max(tails), 2), "crop_seconds": args.crop_seconds}
+                    "output_channels": channels, "longest_tail_s": round(max(tails), 2), "crop_seconds": args.crop_seconds,
+                    "train_names": train_names, "val_names": val_names}
 
     def elapsed() -> float:
         return elapsed_before + time.monotonic() - started

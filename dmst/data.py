@@ -38,6 +38,7 @@ import json
 import math
 import os
 import random
+import re
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -307,7 +308,7 @@ def _decode(source, name: str) -> tuple[np.ndarray, int]:
         data, file_rate = sf.read(source, dtype="float32", always_2d=True)
     except Exception as e:  # soundfile raises LibsndfileError / RuntimeError / TypeError for bad files
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        msg = msg.split("': ", 1)[-1].rstrip(".")  # drop soundfile's "Error opening '<full path>': "
+        msg = re.sub(r"^Error opening ('.*?'|<.*?>): ", "", msg).rstrip(".")  # drop "Error opening '<path>': "
         raise DataError(f"cannot read {name} ({msg}); re-export it as WAV or FLAC") from None
     return data, int(file_rate)
 
