@@ -316,3 +316,17 @@ def test_resume_refuses_other_arguments_and_keeps_the_runs(tmp_path, capsys):
     # Without arguments, --resume continues with the run's own (and it had finished its one epoch).
     assert train.main(["--data", str(folder), "--out", str(run), "--resume", "--quiet"]) == 0
     assert "already finished after epoch 1" in capsys.readouterr().out
+
+
+def test_a_mono_batch_rendered_once_equals_its_centred_stereo_render():
+    """train.py renders mono raws once for a stereo layout and copies them; that is the dual-mono render."""
+    from dmst.encoder import load_model
+
+    x = torch.from_numpy(example("and_its_all.wav")[: SR])[None, None]
+    encoder = load_model("default").encoder
+    context = (torch.tensor([3.0]), torch.tensor([0.5]))
+    with torch.no_grad():
+        once = train.predict_and_render(encoder, x, context, SR, channels=2)
+        dual = train.predict_and_render(encoder, x.repeat(1, 2, 1), context, SR, channels=2)
+    assert once.shape == dual.shape == (1, 2, SR)
+    assert float((once - dual).abs().max()) < 1e-5 * float(dual.abs().max())
