@@ -50,7 +50,7 @@ def test_a_long_song_is_fitted_on_excerpts_and_its_loudness_solved_on_the_whole(
 
     sr = 44100
     x, _ = sf.read(ROOT / "examples" / "audioflux_voice.wav", dtype="float32", always_2d=True)
-    raw = torch.from_numpy(np.tile(x[:, 0], 4)[None].copy())  # 32 s
+    raw = torch.from_numpy(np.tile(x[:, 0], 3)[None].copy())  # 24 s
     assert raw.shape[-1] > WHOLE_SECONDS * sr
     target = schema.default_dict()
     target["eq"]["presence_gain_db"] = 6.0
@@ -60,8 +60,8 @@ def test_a_long_song_is_fitted_on_excerpts_and_its_loudness_solved_on_the_whole(
     stereo = torch.cat([mixed, 0.7 * mixed])
     raw_x, mix_x = excerpt_pool(raw, stereo, sr)
     assert raw_x.shape == (24, 1, int(1.5 * sr)) and mix_x.shape == (24, 2, int(1.5 * sr))
-    params, loss = fit_params(raw, stereo, sr, steps=20)
+    params, loss = fit_params(raw, stereo, sr, steps=8)
     with torch.no_grad():
         y = render(raw.repeat(2, 1)[None], sr, schema.stack([params]))[0]
     assert reference_lufs(y.numpy(), sr) == pytest.approx(reference_lufs(stereo.numpy(), sr), abs=0.1)
-    assert params["eq"]["presence_gain_db"] > 0.5  # moving towards the +6 dB that made the mix
+    assert params["eq"]["presence_gain_db"] > 0.3  # moving towards the +6 dB that made the mix
