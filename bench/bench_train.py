@@ -49,8 +49,6 @@ def main(argv=None):
     p.add_argument("--pairs", type=int, default=200)
     args = p.parse_args(argv)
     device = torch.device(args.device)
-    if hasattr(train, "return_freed_memory_to_the_system"):
-        train.return_freed_memory_to_the_system()  # as train.py's main does
     torch.manual_seed(0)
     model = load_model("default")
     encoder = model.encoder.to(device).train()
