@@ -8,14 +8,19 @@
 DATA holds raw/NAME.wav and mixed/NAME.wav (any soundfile format, rate, channels).
 The encoder predicts console settings for each raw crop; the console renders them;
 the loss compares the render with the engineer's mix; gradients flow back through the
-effects into the encoder.  Writes RUN_DIR/model.pt (best on validation), last.pt
-(resumable) and metrics.json.  Read top to bottom: setup, data, model, loop.
+effects into the encoder.  Training stops when the validation loss has not improved
+by --min-delta for --patience epochs, at --time-budget, or at --epochs, whichever
+comes first.  Writes RUN_DIR/model.pt (best on validation), last.pt (resumable),
+metrics.json and cache/ (the checked pairs; see --cache-dir).  Read top to bottom:
+setup, data, model, loop.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,7 +30,8 @@ from tqdm import tqdm
 
 from dmst import schema
 from dmst.console import render
-from dmst.data import DataError, check_dir, excerpt_loudness_offset_lu, random_crop, split_by_song
+from dmst.data import (DUAL_MONO_DB, DataError, check_dir, excerpt_loudness_offset_lu, random_crop, resample, song_of, split_by_song,
+                       to_layout)
 from dmst.encoder import DmstModel, Encoder, ModelError, model_from_checkpoint, read_checkpoint
 from dmst.encoder.features import SAMPLE_RATE
 from dmst.encoder.model import atomic_save, resolve_model_path
@@ -33,25 +39,51 @@ from dmst.losses import MixLoss
 from dmst.metrics import audio_metrics, mean_metrics
 
 FEW_PAIRS = 10  # below this, one global setting often beats a network
+DEFAULTS = {"init": None, "global_only": False, "cache_dir": None, "workers": min(2, os.cpu_count() or 1),
+            "epochs": None, "time_budget": None, "patience": 8, "min_delta": 1e-3, "song_separator": "__",
+            "batch_size": 8, "crop_seconds": 5.0, "lr": 1e-3, "val_fraction": 0.15, "seed": 0, "device": "cpu",
+            "quiet": False}
+# What shapes the training itself: --resume refuses a value that differs from the run's.
+RUN_ARGS = ("data", "init", "global_only", "epochs", "time_budget", "patience", "min_delta", "song_separator",
+            "batch_size", "crop_seconds", "lr", "val_fraction", "seed")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="dmst train", description=__doc__.split("\n\n")[0])
+    """The arguments, with ``given``: the names set on the command line (the rest take DEFAULTS, or the run's on --resume)."""
+    d = DEFAULTS
+    p = argparse.ArgumentParser(prog="dmst train", description=__doc__.split("\n\n")[0], argument_default=None)
     p.add_argument("--data", required=True, help="folder with raw/ and mixed/ subfolders")
     p.add_argument("--out", required=True, help="run folder for model.pt, last.pt, metrics.json")
-    p.add_argument("--init", default=None, help="model to fine-tune from: 'default' (bundled) or a model.pt path")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
-    p.add_argument("--global", dest="global_only", action="store_true", help="fit one setting for all songs (for very few pairs)")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--time-budget", type=float, default=None, metavar="MINUTES", help="stop cleanly after this many minutes")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--crop-seconds", type=float, default=5.0)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--val-fraction", type=float, default=0.15)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p.parse_args(argv)
+    p.add_argument("--init", help="model to fine-tune from: 'default' (bundled) or a model.pt path")
+    p.add_argument("--resume", action="store_true", default=None, help="continue the run in --out from its last.pt (with the run's arguments)")
+    p.add_argument("--global", dest="global_only", action="store_true", default=None, help="fit one setting for all songs (for very few pairs)")
+    p.add_argument("--cache-dir", metavar="DIR", help="where the checked, aligned pairs are kept (float16 .npy + .json "
+                   "per pair, keyed by file content and settings); share one between runs to check each pair once "
+                   "[RUN/cache]")
+    p.add_argument("--workers", type=int, help=f"processes checking pairs side by side [{d['workers']}]")
+    p.add_argument("--epochs", type=int, help="stop after this many epochs at most [no limit: until the plateau or the budget]")
+    p.add_argument("--time-budget", type=float, metavar="MINUTES", help="stop cleanly after this many minutes [no limit]")
+    p.add_argument("--patience", type=int, help="stop when the validation loss has not improved by --min-delta "
+                   f"for this many epochs [{d['patience']}]")
+    p.add_argument("--min-delta", type=float, help=f"smallest validation loss decrease that counts as progress [{d['min_delta']:g}]")
+    p.add_argument("--song-separator", metavar="SEP", help="a pair's song is its name up to SEP (SONG__TAKE2.wav: SONG); "
+                   "takes of one song stay on one side of the validation split; '' for one song per file "
+                   f"['{d['song_separator']}']")
+    p.add_argument("--batch-size", type=int, help=f"[{d['batch_size']}]")
+    p.add_argument("--crop-seconds", type=float, help=f"length of each training crop [{d['crop_seconds']:g}]")
+    p.add_argument("--lr", type=float, help=f"learning rate of the network (its learned default setting: 10x) [{d['lr']:g}]")
+    p.add_argument("--val-fraction", type=float, help=f"share of songs held out for validation [{d['val_fraction']:g}]")
+    p.add_argument("--seed", type=int, help=f"[{d['seed']}]")
+    p.add_argument("--device", help="cpu (default) or cuda")
+    p.add_argument("--quiet", action="store_true", default=None, help="no progress bars")
+    args = p.parse_args(argv)
+    args.given = {k for k, v in vars(args).items() if v is not None}
+    args.resume = bool(args.resume)
+    args.data = str(Path(args.data).resolve())
+    for k, v in DEFAULTS.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    return args
 
 
 def lr_factor(progress: float) -> float:
@@ -64,38 +96,51 @@ def fail(message: str) -> None:
     raise SystemExit(2)
 
 
-def batch_of_crops(pairs, length, generator, device):
-    """Aligned mono crops (batch, 1, length) of raw and mix, and per crop: the level stages' whole-song context.
+def batch_of_crops(pairs, length, generator, device, channels, sample_rate):
+    """Aligned crops (batch, channels, length) of raw and mix in the output layout, and per crop the level stages' context.
 
-    ``staging``: the console's input gain, measured on the whole raw file.  ``offset``:
-    how much louder the mix's crop is than the whole mix, so the rendered crop is
-    compared with the mix's crop at the same place relative to the loudness target.
+    A mono raw is copied to both channels of a stereo layout (a centred vocal); a mix
+    brought to another layout keeps its delivered loudness.  ``staging``: the console's
+    input gain, measured on the whole raw file.  ``offset``: how much louder the mix's
+    crop is than the whole mix, so the rendered crop is compared with the mix's crop at
+    the same place relative to the loudness target.
     """
-    raws, mixes = zip(*(random_crop(p, length, generator) for p in pairs))
-    raw = torch.stack([r.mean(0, keepdim=True) for r in raws])
-    mix = torch.stack([m.mean(0, keepdim=True) for m in mixes])
-    offset = excerpt_loudness_offset_lu(mix, [p.mixed_lufs for p in pairs], SAMPLE_RATE)
+    crops = [random_crop(p, length, generator) for p in pairs]
+    raw_layout = 1 if all(p.raw_channels == 1 for p in pairs) else channels  # mono raws: rendered once, see below
+    raw = torch.stack([to_layout(r, raw_layout) for r, _ in crops])
+    mix = torch.stack([to_layout(m, channels) * 10 ** (p.mix_layout_gain_db(channels) / 20) for p, (_, m) in zip(pairs, crops)])
+    offset = excerpt_loudness_offset_lu(mix, [p.mixed_lufs for p in pairs], sample_rate)
     staging = torch.tensor([p.staging_db for p in pairs], dtype=torch.float32)
     return raw.to(device), mix.to(device), (staging.to(device), offset.to(device))
 
 
-def predict_and_render(encoder, raw, context):
-    """The whole differentiable path: staged raw -> encoder -> settings -> console -> mix."""
+def predict_and_render(encoder, raw, context, sample_rate=SAMPLE_RATE, channels=None):
+    """The whole differentiable path: staged raw -> encoder -> settings -> console -> mix (in ``channels``).
+
+    The encoder hears the mean of the channels at 44.1 kHz, as ``DmstModel.predict`` does.
+    A mono batch for a stereo layout is rendered once and copied to both channels: the
+    console treats channels alike, so that is the centred render at half the cost, once
+    its loudness target is lowered by the 3.01 dB that the copy adds (BS.1770 sums channels).
+    """
     staging, offset = context
-    staged = raw[:, 0] * 10 ** (staging[:, None] / 20)
-    params = schema.denormalize(encoder(staged))
-    return render(raw, SAMPLE_RATE, params, staging_db=staging, excerpt_offset_lu=offset)
+    heard = resample(raw.mean(1), sample_rate, SAMPLE_RATE)
+    params = schema.denormalize(encoder(heard * 10 ** (staging[:, None] / 20)))
+    if channels == 2 and raw.shape[1] == 1:
+        y = render(raw, sample_rate, params, staging_db=staging, excerpt_offset_lu=offset - DUAL_MONO_DB)
+        return to_layout(y, 2)
+    return render(raw, sample_rate, params, staging_db=staging, excerpt_offset_lu=offset)
 
 
 @torch.no_grad()
-def evaluate(encoder, val_batches, loss_fn):
-    """Mean loss and audio metrics of the encoder on fixed validation crops."""
+def evaluate(encoder, val_batches, loss_fn, sample_rate, channels):
+    """Mean loss (and its terms) and audio metrics of the encoder on fixed validation crops."""
     encoder.eval()
     losses, rows = [], []
     for raw, mix, context in val_batches:
-        pred = predict_and_render(encoder, raw, context)
-        losses.append(float(loss_fn(pred, mix)))
-        rows.append(audio_metrics(pred.cpu(), mix.cpu(), SAMPLE_RATE))
+        pred = predict_and_render(encoder, raw, context, sample_rate, channels)
+        terms = {k: float(v) for k, v in loss_fn.terms(pred, mix).items()}
+        losses.append(sum(loss_fn.weights[k] * v for k, v in terms.items()))
+        rows.append({**audio_metrics(pred.cpu(), mix.cpu(), sample_rate), **{f"loss_{k}": v for k, v in terms.items()}})
     encoder.train()
     return {"loss": sum(losses) / len(losses), **mean_metrics(rows)}
 
@@ -105,37 +150,55 @@ def main(argv=None):
     out = Path(args.out)
     started = time.monotonic()
 
-    # ---- setup -------------------------------------------------------------------
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        fail("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
-    device = torch.device(args.device)
-    torch.manual_seed(args.seed)
+    # ---- setup: a resumed run takes its recorded arguments, and refuses different ones ----
     resume = None
     if args.resume:
         if not (out / "last.pt").exists():
             fail(f"nothing to resume: {out / 'last.pt'} does not exist; start the run without --resume")
         resume = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
-        if resume.get("finished") and resume["epoch"] >= args.epochs:
-            print(f"run in {out} already finished {resume['epoch']} epochs; raise --epochs to train more")
+        recorded = {**DEFAULTS, **resume.get("args", {})}
+        for k in RUN_ARGS:
+            if k in args.given and k in resume.get("args", {}) and getattr(args, k) != recorded[k]:
+                flag = "--global" if k == "global_only" else "--" + k.replace("_", "-")
+                fail(f"--resume: {flag} {getattr(args, k)} differs from the run's {recorded[k]}; leave it out to "
+                     f"continue the run, or start a new run in another --out (--init {out / 'model.pt'} to build on it)")
+            if k not in args.given:
+                setattr(args, k, recorded[k])
+        if resume.get("finished"):
+            print(f"run in {out} already finished after epoch {resume['epoch']} ({resume.get('stop_reason', 'done')}); "
+                  f"to train more, start a new run with --init {out / 'model.pt'}")
             return 0
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        fail("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    device = torch.device(args.device)
+    torch.manual_seed(args.seed)
 
-    # ---- data: check every pair, report, split by song ---------------------------
+    # ---- data: check every pair once (cached), report, split by song ----------------
+    cache_dir = Path(args.cache_dir) if args.cache_dir else out / "cache"
+    checking = time.monotonic()
     try:
-        report = check_dir(args.data, sample_rate=SAMPLE_RATE, progress=not args.quiet)
+        report = check_dir(args.data, sample_rate=None, progress=not args.quiet, cache_dir=cache_dir, workers=args.workers)
     except DataError as e:
         fail(str(e))
-    print(report.format())
-    usable = report.usable
+    print(f"{report.format()}\npairs checked in {time.monotonic() - checking:.1f} s at {report.sample_rate} Hz; cache: {cache_dir}")
+    usable, rate = report.usable, report.sample_rate
     if not usable:
         fail("no usable pairs after checking; fix the problems listed above")
     if len(usable) < FEW_PAIRS and not args.global_only:
         print(f"note: only {len(usable)} usable pairs; with under {FEW_PAIRS}, one global setting (--global) is often better than a network")
-    train_names, val_names = split_by_song([p.name for p in usable], args.val_fraction, args.seed)
+    fingerprint = hashlib.blake2b(json.dumps(sorted((p.name, p.key) for p in usable)).encode(), digest_size=8).hexdigest()
+    if resume is not None and resume.get("data_fingerprint", fingerprint) != fingerprint:
+        fail(f"--resume: the usable pairs in {args.data} changed since the run started; start a new run in another "
+             f"--out (--init {out / 'model.pt'} to build on it)")
+    # The layout of the engineer's mixes: what the model renders.
+    channels = 2 if 2 * sum(p.mixed_channels >= 2 for p in usable) >= len(usable) else 1
+    song = lambda name: song_of(name, args.song_separator)  # noqa: E731
+    train_names, val_names = split_by_song([p.name for p in usable], args.val_fraction, args.seed, song=song)
     train_pairs = [p for p in usable if p.name in train_names]
     val_pairs = [p for p in usable if p.name in val_names] or train_pairs  # a single song validates on itself
-    crop = int(args.crop_seconds * SAMPLE_RATE)
+    crop = int(args.crop_seconds * rate)
     val_gen = torch.Generator().manual_seed(12345)
-    val_batches = [batch_of_crops([p], crop, val_gen, device) for p in val_pairs]
+    val_batches = [batch_of_crops([p], crop, val_gen, device, channels, rate) for p in val_pairs]
 
     # ---- model: fresh, fine-tuned from --init, or resumed ------------------------
     if resume is not None:
@@ -160,50 +223,61 @@ def main(argv=None):
          {"params": [p for n, p in encoder.named_parameters() if n != "default_logits"], "lr": base_lrs[1]}],
         weight_decay=1e-4,
     )
-    loss_fn = MixLoss(SAMPLE_RATE).to(device)
+    loss_fn = MixLoss(rate).to(device)
 
     if resume is not None:
         optimizer.load_state_dict(resume["optimizer"])
         history, best_val, first_epoch = resume["history"], resume["best_val"], resume["epoch"] + 1
         baselines, elapsed_before = resume["baselines"], resume["elapsed_s"]
+        plateau_best, waited = resume.get("plateau_best", best_val), resume.get("waited", 0)
         print(f"resuming {out} after epoch {resume['epoch']}")
     else:
         out.mkdir(parents=True, exist_ok=True)
         history, best_val, first_epoch, elapsed_before = [], math.inf, 1, 0.0
+        plateau_best, waited = math.inf, 0
         # Baselines on the same validation crops: the raw input itself, and the model we start from.
-        raw_rows = [audio_metrics(raw.cpu(), mix.cpu(), SAMPLE_RATE) for raw, mix, _ in val_batches]
-        baselines = {"raw_input": mean_metrics(raw_rows), "init_model": evaluate(encoder, val_batches, loss_fn)}
-    data_summary = {"pairs_usable": len(usable), "pairs_skipped": len(report.skipped), "train_songs": len(train_pairs),
-                    "val_songs": len(val_names), "crop_seconds": args.crop_seconds}
+        raw_rows = [audio_metrics(to_layout(raw, channels).cpu(), mix.cpu(), rate) for raw, mix, _ in val_batches]
+        baselines = {"raw_input": mean_metrics(raw_rows), "init_model": evaluate(encoder, val_batches, loss_fn, rate, channels)}
+    tails = [p.tail_s for p in usable]
+    data_summary = {"pairs_usable": len(usable), "pairs_skipped": len(report.skipped), "train_pairs": len(train_pairs),
+                    "val_pairs": len(val_names), "songs": len({song(p.name) for p in usable}), "sample_rate": rate,
+                    "output_channels": channels, "longest_tail_s": round(max(tails), 2), "crop_seconds": args.crop_seconds,
+                    "train_names": train_names, "val_names": val_names}
+
+    def elapsed() -> float:
+        return elapsed_before + time.monotonic() - started
 
     def budget_left() -> bool:
-        return args.time_budget is None or elapsed_before + time.monotonic() - started < args.time_budget * 60
+        return args.time_budget is None or elapsed() < args.time_budget * 60
 
     def progress(epoch: int, step: int) -> float:
-        """How far through the run we are: by steps, or by the clock when a time budget ends it sooner."""
-        by_steps = (epoch - 1 + step / steps_per_epoch) / args.epochs
+        """How far through the run we are, for the learning-rate schedule: by epochs (--epochs), by the clock
+        (--time-budget), whichever is further; with neither, the rate stays put until the plateau stops the run."""
+        by_steps = (epoch - 1 + step / steps_per_epoch) / args.epochs if args.epochs else 0.0
         if args.time_budget is None:
             return by_steps  # deterministic: a resumed run follows the same schedule
-        return max(by_steps, (elapsed_before + time.monotonic() - started) / (args.time_budget * 60))
+        return max(by_steps, elapsed() / (args.time_budget * 60))
 
-    # ---- training loop -----------------------------------------------------------
+    # ---- training loop: until the plateau, the budget or --epochs -------------------
     steps_per_epoch = math.ceil(len(train_pairs) / args.batch_size)
-    stopped_early = False
-    for epoch in range(first_epoch, args.epochs + 1):
+    stop_reason = None
+    epoch = first_epoch
+    while stop_reason is None:
         # Each epoch's shuffling and crops come from (seed, epoch) alone, so a resumed run repeats them exactly.
         gen = torch.Generator().manual_seed(args.seed * 100003 + epoch)
         order = torch.randperm(len(train_pairs), generator=gen).tolist()
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{args.epochs}", disable=args.quiet, file=sys.stderr, leave=False)
+        of = f"/{args.epochs}" if args.epochs else ""
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}{of}", disable=args.quiet, file=sys.stderr, leave=False)
         train_losses = []
         for step in bar:
             if not budget_left():
-                stopped_early = True
+                stop_reason = f"time budget of {args.time_budget:g} min reached"
                 break
             batch = [train_pairs[i] for i in order[step * args.batch_size:(step + 1) * args.batch_size]]
-            raw, mix, context = batch_of_crops(batch, crop, gen, device)
+            raw, mix, context = batch_of_crops(batch, crop, gen, device, channels, rate)
             for group, base_lr in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = base_lr * lr_factor(progress(epoch, step))
-            loss = loss_fn(predict_and_render(encoder, raw, context), mix)
+            loss = loss_fn(predict_and_render(encoder, raw, context, rate, channels), mix)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)
@@ -211,30 +285,39 @@ def main(argv=None):
             train_losses.append(loss.item())
             bar.set_postfix(loss=f"{train_losses[-1]:.4f}")
         bar.close()
-        if stopped_early and not train_losses:
+        if not train_losses:
             break
 
-        val = evaluate(encoder, val_batches, loss_fn)
-        elapsed = elapsed_before + time.monotonic() - started
-        history.append({"epoch": epoch, "train_loss": sum(train_losses) / len(train_losses), "val": val, "elapsed_s": round(elapsed, 1),
-                        "partial_epoch": stopped_early})
+        val = evaluate(encoder, val_batches, loss_fn, rate, channels)
+        history.append({"epoch": epoch, "train_loss": sum(train_losses) / len(train_losses), "val": val,
+                        "elapsed_s": round(elapsed(), 1), "partial_epoch": stop_reason is not None})
         improved = val["loss"] < best_val
         if improved:
             best_val = val["loss"]
-            model = DmstModel(encoder, name=out.name, meta={"training": data_summary, "epoch": epoch, "val": val, "init": args.init})
+            model = DmstModel(encoder, name=out.name, output_channels=channels,
+                              meta={"training": data_summary, "epoch": epoch, "val": val, "init": args.init})
             model.save(out / "model.pt")
-        atomic_save({"model": DmstModel(encoder, name=out.name).checkpoint(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                     "history": history, "best_val": best_val, "baselines": baselines, "elapsed_s": elapsed,
-                     "args": {k: v for k, v in vars(args).items() if v is not None}, "finished": epoch == args.epochs},
+        # Plateau (early stopping with patience): progress is a decrease of at least min_delta.
+        if val["loss"] < plateau_best - args.min_delta:
+            plateau_best, waited = val["loss"], 0
+        else:
+            waited += 1
+        if stop_reason is None and waited >= args.patience:
+            stop_reason = f"validation loss plateaued (no decrease of {args.min_delta:g} in {args.patience} epochs)"
+        if stop_reason is None and args.epochs and epoch >= args.epochs:
+            stop_reason = f"--epochs {args.epochs} reached"
+        atomic_save({"model": DmstModel(encoder, name=out.name, output_channels=channels).checkpoint(),
+                     "optimizer": optimizer.state_dict(), "epoch": epoch, "history": history, "best_val": best_val,
+                     "plateau_best": plateau_best, "waited": waited, "baselines": baselines, "elapsed_s": elapsed(),
+                     "args": {k: getattr(args, k) for k in RUN_ARGS}, "data_fingerprint": fingerprint,
+                     "finished": stop_reason is not None, "stop_reason": stop_reason or ""},
                     out / "last.pt")
         write_metrics(out, history, baselines, data_summary)
         print(f"epoch {epoch}: train {history[-1]['train_loss']:.4f}  val {val['loss']:.4f}  "
               f"mrstft {val['mrstft']:.3f}  loudness {val['loudness_error_lu']:.2f} LU{'  *best' if improved else ''}")
-        if stopped_early:
-            break
+        epoch += 1
 
-    if stopped_early:
-        print(f"time budget of {args.time_budget} min reached; best model kept in {out / 'model.pt'}")
+    print(f"stopped: {stop_reason or 'done'}")
     print(f"best validation loss {best_val:.4f} (init model {baselines['init_model']['loss']:.4f}); model: {out / 'model.pt'}")
     return 0
 

@@ -67,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     r = sub.add_parser("render", help="mix vocal files", description="Mix vocal files with the model's settings "
-                       "(or a settings file), optionally nudged by presets. Full length, own sample rate and channels.")
+                       "(or a settings file), optionally nudged by presets. Full length, own sample rate. Channels: "
+                       "those of the mixes the model learned from (a mono vocal becomes centred stereo for a model "
+                       "trained on stereo mixes); with --params, those its meta.output_channels records, else the input's.")
     r.add_argument("inputs", nargs="+", metavar="IN", help="audio files or folders of audio files")
     r.add_argument("-o", "--output", metavar="OUT", help="output file (one input only); .wav or .flac")
     r.add_argument("--out-dir", metavar="DIR", help="output folder: each output keeps its input's name")
@@ -152,6 +154,27 @@ def _read_params_file(path: str):
         raise schema.ParamError(f"settings file {path}: {e}") from None
 
 
+def _params_layout(path: str) -> int | None:
+    """The output layout a settings file records (``meta.output_channels``: 1 or 2), or None: the input's."""
+    import json
+
+    meta = json.loads(Path(path).read_text(encoding="utf-8")).get("meta") or {}
+    layout = meta.get("output_channels") if isinstance(meta, dict) else None
+    if layout is not None and layout not in (1, 2):
+        raise CliError(f"settings file {path}: meta.output_channels must be 1 or 2, got {layout!r}; fix or remove it")
+    return layout
+
+
+def _in_layout(audio, channels: int | None):
+    """(channels, samples) numpy audio in the output layout: mono copied to both channels, stereo to its mean."""
+    import numpy as np
+
+    if channels is None or audio.shape[0] == channels:
+        return audio
+    mono = audio.mean(axis=0, keepdims=True) if audio.shape[0] != 1 else audio
+    return np.ascontiguousarray(np.repeat(mono, channels, axis=0)) if channels > 1 else np.ascontiguousarray(mono)
+
+
 def _load_model(args):
     from .encoder import load_model
 
@@ -189,11 +212,13 @@ def _render(audio, sample_rate: int, nested, staging_db=None):
         return console.render(x, sample_rate, schema.stack([nested]), staging_db=staging_db)[0]
 
 
-def _meta(args, model, names, source: str) -> dict:
+def _meta(args, model, names, source: str, layout: int | None = None) -> dict:
     meta = {"model": model.name if model is not None else None}
     if getattr(args, "params", None):
         meta["params_file"] = Path(args.params).name
     meta.update(presets=names, amount=args.amount, source=source)
+    if layout is not None:
+        meta["output_channels"] = layout
     return meta
 
 
@@ -317,6 +342,7 @@ def cmd_render(args) -> int:
         raise CliError(f"--ceiling {args.ceiling:g} is out of range; use -24 to 0 dBFS (e.g. -1 for streaming)")
     presets, names = _presets(args)
     params = _read_params_file(args.params) if args.params else None
+    layout = _params_layout(args.params) if args.params else None
     inputs = _expand_inputs(args.inputs)
     for source in inputs:  # headers first: a wrong input is the first thing to report
         check_input(source)
@@ -338,15 +364,17 @@ def cmd_render(args) -> int:
             read_audio(source)
         model = _load_model(args) if params is None else None
         compiling.result()
+    if model is not None:
+        layout = model.output_channels  # the layout of the mixes it learned from (None: the input's)
     if args.out_dir:
         Path(args.out_dir).mkdir(parents=True, exist_ok=True)
 
     for i, (source, output, fmt) in enumerate(tqdm(plan, desc="dmst render", unit="file", file=sys.stderr,
                                                     disable=None, leave=False)):
         audio, sample_rate, _ = first if i == 0 else read_audio(source)
-        staging_db = _staging_db(audio, sample_rate)
+        staging_db = _staging_db(audio, sample_rate)  # on the file as it is, as training measures it
         nested = _settings(model, params, audio, sample_rate, names, args.amount, presets, staging_db)
-        y = _render(audio, sample_rate, nested, staging_db)
+        y = _render(_in_layout(audio, layout), sample_rate, nested, staging_db)
         out_rate = args.sample_rate or sample_rate
         if out_rate != sample_rate:
             y = resample(y, sample_rate, out_rate, lowpass_filter_width=64, rolloff=0.9475937167399596,
@@ -366,7 +394,7 @@ def cmd_render(args) -> int:
             if limit_db:  # the --limit gain is part of what was rendered: keep the file reproducible
                 lo = schema.BY_KEY["output.loudness_lufs"].minimum
                 saved["output"]["loudness_lufs"] = max(lo, saved["output"]["loudness_lufs"] + limit_db)
-            meta = _meta(args, model, names, source.name)
+            meta = _meta(args, model, names, source.name, layout)
             if limit_db:
                 meta["limit_db"] = limit_db
             text = schema.to_json(saved, **meta) + "\n"
@@ -387,7 +415,7 @@ def cmd_params(args) -> int:
     audio, sample_rate, _ = read_audio(args.input)
     model = _load_model(args)
     nested = _settings(model, None, audio, sample_rate, names, args.amount, presets)
-    sys.stdout.write(schema.to_json(nested, **_meta(args, model, names, Path(args.input).name)) + "\n")
+    sys.stdout.write(schema.to_json(nested, **_meta(args, model, names, Path(args.input).name, model.output_channels)) + "\n")
     return 0
 
 

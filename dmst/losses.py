@@ -10,7 +10,14 @@
 * :func:`loudness_loss`: the difference in integrated loudness (ITU-R BS.1770-4:
   K-weighting, 400 ms blocks, absolute and relative gates), in LU.  An engineer
   delivers to a loudness target; the envelope terms above see level frame by frame,
-  this one sees the number a loudness meter shows.
+  this one sees the number a loudness meter shows.  Channels are summed as BS.1770
+  sums them, so a stereo render is compared by the loudness of the delivered file.
+* :func:`side_stft_loss`: for stereo, the L1 distance between the STFT magnitudes of
+  the side (L - R) signals, relative to the mid's magnitude: the sum-and-difference
+  idea of auraloss's ``SumAndDifferenceSTFTLoss`` (Steinmetz et al., 2020), written
+  so that it is exactly 0, with a zero gradient, when both are dual mono.  The other
+  terms treat the channels alike (per-channel STFT, channel-mean power envelopes,
+  summed loudness), so dual-mono data trains exactly as its mono version does.
 """
 from __future__ import annotations
 
@@ -72,16 +79,47 @@ def loudness_loss(pred: torch.Tensor, target: torch.Tensor, sample_rate: int) ->
     return ((loud_p - loud_t).abs() * has_signal).sum() / has_signal.sum().clamp_min(1) / 10.0
 
 
-class MixLoss(torch.nn.Module):
-    """The training loss: MR-STFT + ``level_weight`` x level/dynamics + ``loudness_weight`` x loudness."""
+def _magnitude(x: torch.Tensor, n_fft: int) -> torch.Tensor:
+    spec = torch.stft(x, n_fft, hop_length=n_fft // 4, window=torch.hann_window(n_fft, device=x.device, dtype=x.dtype),
+                      return_complex=True)
+    return torch.sqrt(spec.real.pow(2) + spec.imag.pow(2) + 1e-16)  # smooth at 0: no NaN gradient for silence
 
-    def __init__(self, sample_rate: int, level_weight: float = 1.0, loudness_weight: float = 2.0):
+
+def side_stft_loss(pred: torch.Tensor, target: torch.Tensor, fft_sizes=(256, 1024, 4096)) -> torch.Tensor:
+    """Stereo image distance of (batch, 2, samples) tensors; 0 for mono.
+
+    Per FFT size: mean |  |STFT(side_pred)| - |STFT(side_target)|  | over the mean
+    |STFT(mid_target)| (side = (L - R) / 2, mid = (L + R) / 2): how far the side
+    spectrum is off, in units of the mid spectrum, so it weighs the same for quiet and
+    loud songs.  Averaged over the FFT sizes.
+    """
+    if pred.shape[1] != 2:
+        return pred.new_zeros(())
+    side_p = 0.5 * (pred[:, 0] - pred[:, 1])
+    side_t, mid_t = 0.5 * (target[:, 0] - target[:, 1]), 0.5 * (target[:, 0] + target[:, 1])
+    total = pred.new_zeros(())
+    for n in fft_sizes:
+        diff = (_magnitude(side_p, n) - _magnitude(side_t, n)).abs().mean()
+        total = total + diff / _magnitude(mid_t, n).mean().clamp_min(1e-8)
+    return total / len(fft_sizes)
+
+
+class MixLoss(torch.nn.Module):
+    """The training loss: MR-STFT + ``level_weight`` x level/dynamics + ``loudness_weight`` x loudness
+    + ``side_weight`` x stereo side (stereo only).  :meth:`terms` reports each part."""
+
+    def __init__(self, sample_rate: int, level_weight: float = 1.0, loudness_weight: float = 2.0, side_weight: float = 1.0):
         super().__init__()
         self.sample_rate = sample_rate
-        self.level_weight = level_weight
-        self.loudness_weight = loudness_weight
+        self.weights = {"mrstft": 1.0, "level_dynamics": level_weight, "loudness": loudness_weight, "side": side_weight}
         self.stft = MultiResolutionSTFT()
 
+    def terms(self, pred, target) -> dict[str, torch.Tensor]:
+        """The unweighted terms; the loss is their sum weighted by ``self.weights``."""
+        return {"mrstft": self.stft(pred, target),
+                "level_dynamics": level_dynamics_loss(pred, target, self.sample_rate),
+                "loudness": loudness_loss(pred, target, self.sample_rate),
+                "side": side_stft_loss(pred, target)}
+
     def forward(self, pred, target):
-        return (self.stft(pred, target) + self.level_weight * level_dynamics_loss(pred, target, self.sample_rate)
-                + self.loudness_weight * loudness_loss(pred, target, self.sample_rate))
+        return sum(self.weights[k] * v for k, v in self.terms(pred, target).items())

@@ -116,10 +116,11 @@ def test_planted_offset_found_within_1ms_and_aligned(dataset):
     assert abs(pair.offset_ms - DELAY_MS) < 1.0
     assert pair.sample_rate == SR
     assert pair.raw.shape == pair.mixed.shape
-    n = pair.num_samples
-    assert n >= dataset["raw"].shape[-1] - 2  # only the 25 ms lead-in of the mix is cut
-    # The raw is untouched (the mix was the later one) ...
-    assert torch.allclose(pair.raw, dataset["raw"][:, :n])
+    n, n_raw = pair.num_samples, dataset["raw"].shape[-1]
+    assert abs(n - n_raw) <= 2  # only the 25 ms lead-in of the mix is cut
+    # The raw is untouched (the mix was the later one; a sample of "tail" is padded with silence) ...
+    m = min(n, n_raw)
+    assert torch.allclose(pair.raw[:, :m], dataset["raw"][:, :m]) and torch.all(pair.raw[:, m:] == 0)
     # ... and the aligned mix lines up with the undelayed processed signal, which the
     # file as stored does not.
     assert cosine(pair.mixed, dataset["processed"]) > 0.99
@@ -156,14 +157,33 @@ def test_different_sample_rates_still_align(dataset):
     assert cosine(pair.mixed, dataset["processed"]) > 0.98
 
 
-def test_long_tail_and_inverted_polarity_warn_but_train(dataset):
+def test_tail_is_kept_whole_and_reported_and_inverted_polarity_warns(dataset):
+    """A mix 1.5 s longer than its raw (a reverb tail) keeps its full length, the raw padded with silence."""
     pair, reason = by_name(dataset["report"], "tail")
     assert reason is None, reason
     warnings = [w for w in dataset["report"].warnings if w.startswith("tail:")]
-    assert any("durations differ" in w for w in warnings)
     assert any("polarity" in w for w in warnings)
+    assert not any("same take" in w for w in warnings)  # a tail of a few seconds is normal, not suspicious
     assert abs(pair.offset_ms) < 1.0
+    n_raw, tail = dataset["raw"].shape[-1], int(1.5 * SR)
+    assert pair.num_samples == n_raw + tail and pair.mixed.shape[-1] == n_raw + tail
+    assert torch.all(pair.raw[:, n_raw:] == 0) and torch.allclose(pair.raw[:, :n_raw], dataset["raw"])
     assert cosine(pair.mixed, dataset["processed"]) > 0.99  # flipped back
+    res = next(r for r in dataset["report"].results if r.name == "tail")
+    assert res.tail_s == pytest.approx(1.5, abs=0.01)
+    line = next(x for x in dataset["report"].format().splitlines() if x.startswith("tails:"))
+    assert "longest 1.50 s, tail" in line
+
+
+def test_a_mix_ending_well_before_its_raw_warns(tmp_path):
+    raw = load("and_its_all.wav")
+    processed, _ = mix(raw, SR)
+    write(tmp_path / "raw" / "cut.wav", raw)
+    write(tmp_path / "mixed" / "cut.wav", processed[:, : raw.shape[-1] - int(1.5 * SR)])
+    report = data.check_dir(tmp_path, sample_rate=SR)
+    assert [p.name for p in report.usable] == ["cut"]
+    assert any("ends 1.50 s before the raw" in w for w in report.warnings)
+    assert report.usable[0].num_samples == raw.shape[-1] - int(1.5 * SR)
 
 
 def test_negative_offset_sign():
@@ -237,7 +257,7 @@ def test_folder_errors(tmp_path):
 
 def _ramp_pair(n: int) -> AlignedPair:
     raw = torch.arange(n, dtype=torch.float32).reshape(1, n)
-    return AlignedPair("ramp", raw, torch.cat([2 * raw, 3 * raw]), SR, 0.0, 0.0, 1.0)
+    return AlignedPair.from_audio("ramp", raw, torch.cat([2 * raw, 3 * raw]), SR, staging_db=0.0)
 
 
 def test_random_crop_is_aligned_seeded_and_pads():

@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 
@@ -39,3 +40,28 @@ def test_fit_recreates_a_known_mix_through_the_cli(tmp_path):
     rendered, _ = sf.read(out_path, dtype="float32", always_2d=True)
     before, after = mrstft_distance(t(x), t(mixed)), mrstft_distance(t(rendered), t(mixed))
     assert after < 0.35 * before, (before, after)
+
+
+def test_a_long_song_is_fitted_on_excerpts_and_its_loudness_solved_on_the_whole(tmp_path):
+    """Over 20 s, fit_params works on short excerpts (a fixed cost per step); the whole song still lands on the
+    mix's loudness, measured by an independent meter (scipy K-weighting at 48 kHz, BS.1770-4 gates)."""
+    from dmst.fit import WHOLE_SECONDS, excerpt_pool, fit_params
+    from test_catalogue import reference_lufs
+
+    sr = 44100
+    x, _ = sf.read(ROOT / "examples" / "audioflux_voice.wav", dtype="float32", always_2d=True)
+    raw = torch.from_numpy(np.tile(x[:, 0], 3)[None].copy())  # 24 s
+    assert raw.shape[-1] > WHOLE_SECONDS * sr
+    target = schema.default_dict()
+    target["eq"]["presence_gain_db"] = 6.0
+    target["output"]["loudness_lufs"] = -13.0
+    with torch.no_grad():
+        mixed = render(raw[None], sr, schema.stack([target]))[0]
+    stereo = torch.cat([mixed, 0.7 * mixed])
+    raw_x, mix_x = excerpt_pool(raw, stereo, sr)
+    assert raw_x.shape == (24, 1, int(1.5 * sr)) and mix_x.shape == (24, 2, int(1.5 * sr))
+    params, loss = fit_params(raw, stereo, sr, steps=8)
+    with torch.no_grad():
+        y = render(raw.repeat(2, 1)[None], sr, schema.stack([params]))[0]
+    assert reference_lufs(y.numpy(), sr) == pytest.approx(reference_lufs(stereo.numpy(), sr), abs=0.1)
+    assert params["eq"]["presence_gain_db"] > 0.3  # moving towards the +6 dB that made the mix

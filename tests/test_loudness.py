@@ -147,12 +147,12 @@ def test_training_crops_put_the_mixs_own_setting_at_zero_loudness_error():
     raw = voice(seconds=6.0, sr=sr)[0]
     setting = schema.stack([_setting()])
     mixed = render(raw[None], sr, setting)[0]
-    pair = AlignedPair("song", raw, mixed, sr, 0.0, float(staging_gain_db(raw[None], sr)[0]), 1.0)
+    pair = AlignedPair.from_audio("song", raw, mixed, sr, staging_db=float(staging_gain_db(raw[None], sr)[0]))
     assert pair.mixed_lufs == pytest.approx(-15.0, abs=0.02)
     gen = torch.Generator().manual_seed(0)
     with_offset, without = [], []
     for _ in range(8):
-        raw_crop, mix_crop, (staging, offset) = train.batch_of_crops([pair], int(1.5 * sr), gen, "cpu")
+        raw_crop, mix_crop, (staging, offset) = train.batch_of_crops([pair], int(1.5 * sr), gen, "cpu", 1, sr)
         y = render(raw_crop, sr, setting, staging_db=staging, excerpt_offset_lu=offset)
         with_offset.append(10 * float(loudness_loss(y, mix_crop, sr)))
         y = render(raw_crop, sr, setting, staging_db=staging)

@@ -2,7 +2,10 @@
 
 Model files are plain ``torch.save`` dicts of tensors, strings and numbers, so they
 load with ``weights_only=True`` (no code is unpickled).  They record the schema they
-were trained for, the sample rate, library versions and a summary of the training data.
+were trained for, the sample rate, library versions, a summary of the training data
+and, for models trained since ``output_channels`` existed, the channel layout of the
+engineer's mixes they learned from (1 or 2): a model trained on stereo mixes renders
+stereo, even from a mono raw.  Older files have none and render in the input's layout.
 """
 from __future__ import annotations
 
@@ -91,12 +94,14 @@ class DmstModel:
 
     sample_rate = SAMPLE_RATE
 
-    def __init__(self, encoder: Encoder, name: str = "untrained", meta: dict | None = None, fixed_defaults=()):
+    def __init__(self, encoder: Encoder, name: str = "untrained", meta: dict | None = None, fixed_defaults=(),
+                 output_channels: int | None = None):
         self.encoder = encoder.eval()
         self.name = name
         self.meta = meta or {}
         # Parameters a migrated model was never trained for: predicted as exactly their defaults.
         self.fixed_defaults = tuple(fixed_defaults)
+        self.output_channels = output_channels  # 1 or 2; None: the input's layout
 
     @torch.no_grad()
     def predict_normalized(self, audio, sample_rate: int, staging_db=None) -> torch.Tensor:
@@ -132,6 +137,7 @@ class DmstModel:
 
     def checkpoint(self, **extra) -> dict:
         """The model as a weights_only-safe dict."""
+        layout = {} if self.output_channels is None else {"output_channels": int(self.output_channels)}
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -144,6 +150,7 @@ class DmstModel:
             "versions": versions(),
             "meta": self.meta,
             **({"migrated": {"from_version": None, "defaults": list(self.fixed_defaults)}} if self.fixed_defaults else {}),
+            **layout,
             **extra,
         }
 
@@ -234,7 +241,8 @@ def model_from_checkpoint(ckpt: dict, name: str | None = None) -> DmstModel:
     encoder = Encoder(**ckpt["config"])
     encoder.load_state_dict(ckpt["state_dict"])
     return DmstModel(encoder, name=name or ckpt.get("name", "model"), meta=ckpt.get("meta", {}),
-                     fixed_defaults=ckpt.get("migrated", {}).get("defaults", ()))
+                     fixed_defaults=ckpt.get("migrated", {}).get("defaults", ()),
+                     output_channels=ckpt.get("output_channels"))
 
 
 def resolve_model_path(name_or_path: str | os.PathLike = "default") -> Path:
