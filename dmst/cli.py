@@ -78,13 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "wav/flac, else wav]")
     r.add_argument("--bit-depth", choices=("16", "24", "32f"), default="24", help="16 or 24-bit integer, or 32-bit "
                    "float (wav only) [24]")
-    r.add_argument("--ceiling", type=float, default=0.0, metavar="DBFS",
-                   help="highest allowed true peak (ITU-R BS.1770, 4x oversampled) in dBFS; a louder output is "
-                        "reported [0.0]")
+    r.add_argument("--ceiling", type=float, default=None, metavar="DBTP",
+                   help="the true-peak limiter's ceiling (ITU-R BS.1770, 4x oversampled) for this render, -12 to 0 "
+                        "dBTP; sets limiter.ceiling_dbtp [the settings', -1 unless changed]; 0 turns the limiter off")
+    r.add_argument("--no-limiter", action="store_true",
+                   help="turn the true-peak limiter off (limiter.ceiling_dbtp 0): a true peak above --ceiling [0] "
+                        "is then only reported")
     r.add_argument("--limit", action="store_true",
-                   help="turn a file whose true peak exceeds --ceiling down so it peaks exactly at the ceiling: one "
-                        "plain gain change for the whole file (no limiter, so transparent, just quieter); "
-                        "--save-params records it in output.loudness_lufs")
+                   help="deprecated: the limiter keeps renders under the ceiling; with --no-limiter, the old plain "
+                        "gain change (the whole file turned down to peak at --ceiling)")
     r.add_argument("--force", action="store_true", help="overwrite existing outputs (never an input)")
     r.set_defaults(func=cmd_render)
 
@@ -189,6 +191,16 @@ def _render(audio, sample_rate: int, nested, staging_db=None):
         return console.render(x, sample_rate, schema.stack([nested]), staging_db=staging_db)[0]
 
 
+def _limit(y, sample_rate: int, settings):
+    """(channels, samples) -> the true-peak limiter's output at ``sample_rate`` (an exact bypass when nothing is over)."""
+    import torch
+
+    from .effects.limiter import limiter
+
+    with torch.no_grad():
+        return limiter(y[None], sample_rate, settings["ceiling_dbtp"], settings["release_ms"])[0]
+
+
 def _meta(args, model, names, source: str) -> dict:
     meta = {"model": model.name if model is not None else None}
     if getattr(args, "params", None):
@@ -285,22 +297,32 @@ def _check_creatable(folder: Path) -> None:
         raise CliError(f"cannot create output folder {folder}: {ancestor} is not writable; choose another folder")
 
 
-def _true_peak_guard(args, y, sample_rate: int, output: Path, peak: float | None = None):
-    """Report (or with --limit, remove) a true peak above --ceiling; returns (audio, gain change in dB)."""
+def _true_peak_guard(args, y, sample_rate: int, output: Path, ceiling: float, peak: float | None = None):
+    """With the limiter off: report (or with --limit, remove) a true peak above ``ceiling``; returns (audio, gain change in dB)."""
     from .audio_io import true_peak_dbfs
 
     peak = true_peak_dbfs(y, sample_rate) if peak is None else peak
-    if not peak > args.ceiling:
+    if not peak > ceiling:
         return y, 0.0
-    excess = peak - args.ceiling
+    excess = peak - ceiling
     if args.limit:
-        _note(f"{output.name}: true peak {peak:+.2f} dBTP, turned down {excess:.2f} dB to the {args.ceiling:+.1f} dBFS "
+        _note(f"{output.name}: true peak {peak:+.2f} dBTP, turned down {excess:.2f} dB to the {ceiling:+.1f} dBTP "
               "ceiling (--limit)")
         return y * 10 ** (-excess / 20), -excess
     _note(f"warning: {output.name} has a true peak of {peak:+.2f} dBTP, {excess:.2f} dB above the "
-          f"{args.ceiling:+.1f} dBFS ceiling, so it may clip; use --limit, or lower output.loudness_lufs by "
-          f"{math.ceil(excess * 10) / 10:.1f} dB (dmst params, edit, render --params)")
+          f"{ceiling:+.1f} dBTP ceiling, so it may clip; the limiter is off: turn it on (limiter.ceiling_dbtp "
+          f"below 0, or --ceiling), or lower output.loudness_lufs by {math.ceil(excess * 10) / 10:.1f} dB "
+          "(dmst params, edit, render --params)")
     return y, 0.0
+
+
+def _limiter_ceiling(args, nested) -> float:
+    """The limiter's ceiling for this render: off with --no-limiter, else --ceiling, else the settings'."""
+    from . import schema
+
+    if args.no_limiter:
+        return schema.LIMITER_OFF_DBTP
+    return nested["limiter"]["ceiling_dbtp"] if args.ceiling is None else args.ceiling
 
 
 def cmd_render(args) -> int:
@@ -313,8 +335,12 @@ def cmd_render(args) -> int:
 
     if args.sample_rate is not None and not 8000 <= args.sample_rate <= 384000:
         raise CliError(f"--sample-rate {args.sample_rate} is out of range; use 8000 to 384000 Hz")
-    if not (math.isfinite(args.ceiling) and -24.0 <= args.ceiling <= 0.0):
-        raise CliError(f"--ceiling {args.ceiling:g} is out of range; use -24 to 0 dBFS (e.g. -1 for streaming)")
+    if args.ceiling is not None and not (math.isfinite(args.ceiling) and -12.0 <= args.ceiling <= 0.0):
+        raise CliError(f"--ceiling {args.ceiling:g} is out of range; use -12 to 0 dBTP (e.g. -1 for streaming; "
+                       "0 turns the limiter off)")
+    if args.limit and not args.no_limiter:
+        _note("--limit is deprecated and has no effect: the true-peak limiter keeps renders under the ceiling "
+              "(limiter.ceiling_dbtp, --ceiling); with --no-limiter it still turns a file down as before")
     presets, names = _presets(args)
     params = _read_params_file(args.params) if args.params else None
     inputs = _expand_inputs(args.inputs)
@@ -346,13 +372,23 @@ def cmd_render(args) -> int:
         audio, sample_rate, _ = first if i == 0 else read_audio(source)
         staging_db = _staging_db(audio, sample_rate)
         nested = _settings(model, params, audio, sample_rate, names, args.amount, presets, staging_db)
+        ceiling = _limiter_ceiling(args, nested)
+        nested = {g: dict(v) for g, v in nested.items()}
+        nested["limiter"]["ceiling_dbtp"] = ceiling
         y = _render(audio, sample_rate, nested, staging_db)
         out_rate = args.sample_rate or sample_rate
+        limiting = ceiling < schema.LIMITER_OFF_DBTP
         if out_rate != sample_rate:
             y = resample(y, sample_rate, out_rate, lowpass_filter_width=64, rolloff=0.9475937167399596,
                             resampling_method="sinc_interp_kaiser", beta=14.769656459379492)
-        if args.limit:  # the check may change the audio: it comes first
-            y, limit_db = _true_peak_guard(args, y, out_rate, output)
+            if limiting:  # resampling moves the inter-sample peaks: the limiter again, at the output rate
+                y = _limit(y, out_rate, nested["limiter"])
+        warn_at = schema.LIMITER_OFF_DBTP if args.ceiling is None or not args.no_limiter else args.ceiling
+        if limiting:  # the limiter kept the render under its ceiling
+            write_audio(output, y, out_rate, format=fmt, bit_depth=args.bit_depth, inputs=inputs, force=args.force)
+            limit_db = 0.0
+        elif args.limit:  # the check may change the audio: it comes first
+            y, limit_db = _true_peak_guard(args, y, out_rate, output, warn_at)
             write_audio(output, y, out_rate, format=fmt, bit_depth=args.bit_depth, inputs=inputs, force=args.force)
         else:  # the check only warns: it runs while the file is written (both release the GIL), and reports after
             with ThreadPoolExecutor(max_workers=1) as pool:
@@ -360,7 +396,7 @@ def cmd_render(args) -> int:
                                       inputs=inputs, force=args.force)
                 peak = true_peak_dbfs(y, out_rate)
                 writing.result()
-            _, limit_db = _true_peak_guard(args, y, out_rate, output, peak)
+            _, limit_db = _true_peak_guard(args, y, out_rate, output, warn_at, peak)
         if args.save_params:
             saved = {g: dict(v) for g, v in nested.items()}
             if limit_db:  # the --limit gain is part of what was rendered: keep the file reproducible

@@ -332,7 +332,7 @@ def house_style(descriptors: Mapping[str, float], audio=None, sample_rate: int |
         "saturation": {"drive_db": drive, "asymmetry": 0.15, "mix": sat_mix},
         "output": {"loudness_lufs": HOUSE_TARGET_LUFS},
     }
-    return schema.clamp(params)
+    return schema.clamp(schema.migrate(params, 2))
 
 
 # ---------------------------------------------------------------------------
@@ -409,7 +409,9 @@ def other_style(descriptors: Mapping[str, float], audio=None, sample_rate: int |
         "saturation": {"drive_db": drive, "asymmetry": 0.5, "mix": 0.7},
         "output": {"loudness_lufs": OTHER_TARGET_LUFS + _clip(OTHER_EFFORT_LU_PER_DB * presence_excess, -2.0, 2.0)},
     }
-    return schema.clamp(params)
+    # A v2 rule set: the v3 stages as a migrated v2 setting has them (neutral, the limiter off), so the
+    # benchmark's targets are what they were.
+    return schema.clamp(schema.migrate(params, 2))
 
 
 STYLES: dict[str, Callable[..., Params]] = {"house": house_style, "other": other_style}

@@ -119,7 +119,7 @@ def test_params_with_presets_and_save_params_agree(capsys, tmp_path, mono):
     (lambda d: d["compressor"].update(ratoi=d["compressor"].pop("ratio")), ["compressor.ratoi", "ratio, knee_db"]),
     (lambda d: d["compressor"].update(ratio=50), ["compressor.ratio", "50", "between 1 and 20"]),
     (lambda d: d["eq"].update(low_shelf_gain_db="loud"), ["eq.low_shelf_gain_db", "number"]),
-    (lambda d: d.update(reverb={"mix": 1}), ["'reverb'", "eq, compressor, saturation, output"]),
+    (lambda d: d.update(chorus={"mix": 1}), ["'chorus'", "gate, eq, compressor, deesser, post_eq, saturation, delay, reverb, output, limiter"]),
     (lambda d: d["saturation"].pop("mix"), ["saturation.mix", "missing"]),
     (lambda d: d.update(schema_version=99), ["schema_version", "99"]),
 ])
@@ -198,29 +198,51 @@ def test_existing_output_needs_force(capsys, tmp_path, mono, neutral):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp files left
 
 
-def test_true_peak_warning_and_limit(capsys, tmp_path, mono):
+def test_true_peak_limiter_and_the_warning_when_it_is_off(capsys, tmp_path, mono):
+    """A loud delivery (-6 LUFS): the limiter (on by default, -1 dBTP) keeps it under the ceiling, measured 4x
+    oversampled; --ceiling sets the ceiling; --no-limiter gives the v2 warning; --no-limiter --limit the plain gain."""
     loud = schema.default_dict()
     loud["output"]["loudness_lufs"] = -6.0
     settings = tmp_path / "loud.json"
     settings.write_text(schema.to_json(loud))
-    code, _, err = run(capsys, "render", mono, "-o", tmp_path / "hot.wav", "--params", settings, "--bit-depth", "32f")
-    assert code == 0
-    warning = [line for line in err.splitlines() if line.startswith("dmst: warning:")]
-    assert len(warning) == 1 and "true peak" in warning[0] and "--limit" in warning[0] and "output.loudness_lufs" in warning[0]
-
-    saved = tmp_path / "limited.json"
-    code, _, err = run(capsys, "render", mono, "-o", tmp_path / "limited.wav", "--params", settings, "--bit-depth",
-                       "32f", "--limit", "--ceiling", "-1", "--save-params", saved)
+    code, _, err = run(capsys, "render", mono, "-o", tmp_path / "limited.wav", "--params", settings, "--bit-depth", "32f")
     assert code == 0, err
     assert "dmst: warning:" not in err
     y, sr = sf.read(tmp_path / "limited.wav", dtype="float32", always_2d=True)
-    assert true_peak_dbfs(y.T, sr) == pytest.approx(-1.0, abs=0.01)
+    assert true_peak_dbfs(y.T, sr) <= -1.0 + 0.1
+    saved = tmp_path / "at3.json"
+    code, _, err = run(capsys, "render", mono, "-o", tmp_path / "at3.wav", "--params", settings, "--bit-depth", "32f",
+                       "--ceiling", "-3", "--save-params", saved)
+    assert code == 0, err
+    y, sr = sf.read(tmp_path / "at3.wav", dtype="float32", always_2d=True)
+    assert true_peak_dbfs(y.T, sr) <= -3.0 + 0.1
+    assert json.loads(saved.read_text())["limiter"]["ceiling_dbtp"] == -3.0  # the file reproduces the render
+
+    code, _, err = run(capsys, "render", mono, "-o", tmp_path / "hot.wav", "--params", settings, "--bit-depth", "32f",
+                       "--no-limiter")
+    assert code == 0
+    warning = [line for line in err.splitlines() if line.startswith("dmst: warning:")]
+    assert len(warning) == 1 and "true peak" in warning[0] and "limiter" in warning[0] and "output.loudness_lufs" in warning[0]
     hot, _ = sf.read(tmp_path / "hot.wav", dtype="float32", always_2d=True)
+    assert true_peak_dbfs(hot.T, sr) > 0.0
+
+    saved = tmp_path / "turned_down.json"
+    code, _, err = run(capsys, "render", mono, "-o", tmp_path / "turned_down.wav", "--params", settings, "--bit-depth",
+                       "32f", "--no-limiter", "--limit", "--ceiling", "-1", "--save-params", saved)
+    assert code == 0, err
+    assert "dmst: warning:" not in err
+    y, sr = sf.read(tmp_path / "turned_down.wav", dtype="float32", always_2d=True)
+    assert true_peak_dbfs(y.T, sr) == pytest.approx(-1.0, abs=0.01)
     ratio = y[np.abs(hot) > 0.1] / hot[np.abs(hot) > 0.1]
     assert np.ptp(ratio) < 1e-4  # one gain for the whole file: nothing else changed
     # The saved settings include the gain change, so they reproduce the file.
     loudness = json.loads(saved.read_text())["output"]["loudness_lufs"]
     assert loudness == pytest.approx(-6.0 + 20 * np.log10(ratio.mean()), abs=1e-3)
+
+    code, _, err = run(capsys, "render", mono, "-o", tmp_path / "x.wav", "--params", settings, "--limit")
+    assert code == 0 and "--limit is deprecated" in err
+    code, _, err = run(capsys, "render", mono, "-o", tmp_path / "y.wav", "--params", settings, "--ceiling", "-20")
+    assert_one_line_error(code, err, "--ceiling", "-12 to 0")
 
 
 def test_presets_command_lists_every_preset(capsys, tmp_path):

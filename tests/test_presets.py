@@ -309,8 +309,8 @@ def test_empty_user_file_adds_nothing(tmp_path):
 
 BAD_FILES = {
     "unknown group": (
-        "x:\n  description: d\n  reverb:\n    mix: {add: 1}\n",
-        ["'reverb'", "eq, compressor, saturation, output", "preset 'x'"],
+        "x:\n  description: d\n  chorus:\n    mix: {add: 1}\n",
+        ["'chorus'", "gate, eq, compressor, deesser, post_eq, saturation, delay, reverb, output, limiter", "preset 'x'"],
     ),
     "unknown parameter": (
         "x:\n  description: d\n  eq:\n    hi_shelf_gain_db: {add: 1}\n",
