@@ -103,8 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_presets)
 
     g = sub.add_parser("plot", help="draw the settings for a vocal as a PNG",
-                       description="Draw the EQ curve, the compressor and saturation curves and the spectrum before "
-                                   "and after, for the settings the model predicts (or --params).")
+                       description="Draw the EQ curves, the gate, compressor, saturation and de-esser curves, the delay "
+                                   "and reverb decays and the spectrum before and after, for the settings the model predicts (or --params).")
     g.add_argument("input", metavar="IN", help="audio file")
     _settings_options(g)
     g.add_argument("-o", "--output", required=True, metavar="FILE.png", help="the PNG to write")
@@ -469,9 +469,10 @@ def draw_settings(nested, sample_rate: int, before=None, after=None):
     from .effects.saturation import CEILING, MAX_BIAS
     from .effects.compressor import gain_computer
     from .effects.eq import eq_sos, sos_frequency_response
+    from .effects.post_eq import post_eq_sos
 
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
-    (ax_eq, ax_comp), (ax_sat, ax_spec) = axes
+    fig, axes = plt.subplots(3, 2, figsize=(12, 12.5))
+    (ax_eq, ax_comp), (ax_sat, ax_ds), (ax_space, ax_spec) = axes
 
     # EQ magnitude response.
     n_fft = 2**16
@@ -480,7 +481,12 @@ def draw_settings(nested, sample_rate: int, before=None, after=None):
     freqs = np.fft.rfftfreq(n_fft, 1 / sample_rate)
     mag = 20 * np.log10(np.maximum(h.abs().numpy(), 1e-12))
     band = freqs >= 10
-    ax_eq.semilogx(freqs[band], mag[band], color="C0")
+    post = 20 * np.log10(np.maximum(sos_frequency_response(post_eq_sos(sample_rate, **nested["post_eq"]), n_fft)[0]
+                                    .abs().numpy(), 1e-12))
+    ax_eq.semilogx(freqs[band], mag[band], color="C0", label="EQ")
+    ax_eq.semilogx(freqs[band], post[band], color="C4", lw=1, label="post-compressor EQ")
+    ax_eq.semilogx(freqs[band], (mag + post)[band], color="0.3", lw=0.8, ls=":", label="both")
+    ax_eq.legend(loc="lower right", fontsize=8)
     ax_eq.axhline(0, color="0.6", lw=0.8)
     # Frame the musical range: the filters' slopes run off towards -inf at the edges.
     audible = (freqs >= 20) & (freqs <= min(20000, 0.45 * sample_rate))
@@ -497,6 +503,13 @@ def draw_settings(nested, sample_rate: int, before=None, after=None):
     ax_comp.axvline(c["threshold_db"], color="C3", lw=1, label=f"threshold {c['threshold_db']:.1f} dBFS")
     ax_comp.axvspan(c["threshold_db"] - c["knee_db"] / 2, c["threshold_db"] + c["knee_db"] / 2, color="C3", alpha=0.12,
                     label=f"knee {c['knee_db']:.1f} dB")
+    gt = nested["gate"]
+    if gt["range_db"] > 0:
+        from .effects.gate import gate_curve
+
+        gated = level + gate_curve(level, gt["threshold_db"], gt["ratio"], torch.tensor(gt["range_db"], dtype=torch.float64))
+        ax_comp.plot(level, gated, color="C5", lw=1, label=f"gate {gt['threshold_db']:.0f} dBFS, {gt['ratio']:.2g}:1, "
+                                                             f"range {gt['range_db']:.0f} dB (before the EQ)")
     ax_comp.set(title=f"Compressor (attack {c['attack_ms']:.3g} ms, release {c['release_ms']:.3g} ms)",
                 xlabel="input peak level (dBFS)", ylabel="output level (dBFS)", xlim=(-80, 6))
     ax_comp.legend(loc="upper left", fontsize=8)
@@ -518,6 +531,9 @@ def draw_settings(nested, sample_rate: int, before=None, after=None):
     ax_sat.legend(loc="upper left", fontsize=8)
     ax_sat.grid(True, alpha=0.3)
 
+    _draw_deesser(ax_ds, nested["deesser"], sample_rate)
+    _draw_space(ax_space, nested["delay"], nested["reverb"], sample_rate)
+
     # Average spectra of the vocal before and after.
     if before is not None:
         for audio, label, color in ((before, "before", "0.5"), (after, "after", "C0")):
@@ -526,10 +542,91 @@ def draw_settings(nested, sample_rate: int, before=None, after=None):
             ax_spec.semilogx(f[keep], p[keep], color=color, label=label)
         ax_spec.set(xlim=(20, sample_rate / 2))
         ax_spec.legend(loc="lower left", fontsize=8)
-    ax_spec.set(title="Average spectrum", xlabel="frequency (Hz)", ylabel="power (dB)")
+    lim = nested["limiter"]
+    ax_spec.set(title="Average spectrum" + (f" (limiter at {lim['ceiling_dbtp']:+.1f} dBTP)"
+                                            if lim["ceiling_dbtp"] < 0 else " (limiter off)"),
+                xlabel="frequency (Hz)", ylabel="power (dB)")
     ax_spec.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def _draw_deesser(ax, d, sample_rate: int):
+    """The de-esser's sidechain band and high band (their magnitude responses) and its static gain-reduction curve,
+    from the effect's own filters and curve (dmst.effects.deesser)."""
+    import numpy as np
+    import torch
+
+    from .effects.deesser import SIDECHAIN_Q, deesser_curve, split_sos
+    from .effects.eq import biquad, max_freq, sos_frequency_response
+
+    n_fft = 2**15
+    freqs = np.fft.rfftfreq(n_fft, 1 / sample_rate)
+    f = torch.tensor([min(d["frequency_hz"], max_freq(sample_rate))], dtype=torch.float64)
+    section = biquad("band_pass", f, 0.0, SIDECHAIN_Q, sample_rate)
+    side = sos_frequency_response(torch.stack([section, section], dim=-2).reshape(1, 2, 6), n_fft)[0].abs().numpy()
+    low = sos_frequency_response(split_sos(sample_rate, f), n_fft)[0].abs().numpy() ** 2  # applied zero-phase
+    keep = freqs >= 100
+    ax.semilogx(freqs[keep], 20 * np.log10(np.maximum(side[keep], 1e-6)), color="C6", label="sidechain band")
+    ax.semilogx(freqs[keep], 20 * np.log10(np.maximum(np.abs(1 - low[keep]), 1e-6)), color="C7", ls="--",
+                label="high band (turned down)")
+    ax.set(xlabel="frequency (Hz)", ylabel="band gain (dB)", ylim=(-48, 3), xlim=(100, sample_rate / 2),
+           title=f"De-esser at {d['frequency_hz']:.0f} Hz" + ("" if d["range_db"] > 0 else " (off: range 0 dB)"))
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    inset = ax.inset_axes([0.64, 0.1, 0.33, 0.38])
+    level = torch.linspace(-70, 0, 200, dtype=torch.float64)
+    inset.plot(level, deesser_curve(level, d["threshold_db"], torch.tensor(d["range_db"], dtype=torch.float64)), color="C3")
+    inset.set_xlabel("band level (dBFS)", fontsize=7)
+    inset.set_ylabel("high-band gain (dB)", fontsize=7)
+    inset.tick_params(labelsize=7)
+    inset.set_title(f"threshold {d['threshold_db']:.0f} dBFS, range {d['range_db']:.0f} dB", fontsize=7)
+
+
+def _draw_space(ax, delay, reverb, sample_rate: int, seconds: float = 3.0):
+    """The delay's echoes and the reverb's decay: the energy envelope (10 ms windows, both channels) of each send's
+    impulse response at its return level, from the effects' own responses (dmst.effects.delay / reverb)."""
+    import numpy as np
+    import torch
+
+    from .effects._sends import send_gain
+    from .effects.delay import delay_response
+    from .effects.reverb import reverb_response
+
+    n = int(seconds * sample_rate)
+    hop = max(1, sample_rate // 100)
+
+    def envelope(h, level):
+        e = (h[0] ** 2).sum(0).numpy()
+        e = np.pad(e, (0, -len(e) % hop)).reshape(-1, hop).sum(1) * level**2
+        return np.arange(len(e)) * hop / sample_rate, 10 * np.log10(np.maximum(e, 1e-12))
+
+    def t(v):
+        return torch.tensor([float(v)], dtype=torch.float64)
+
+    drawn = False
+    with torch.no_grad():
+        for name, p, color in (("delay", delay, "C8"), ("reverb", reverb, "C9")):
+            level = float(send_gain(t(p["send_db"])))
+            if level == 0:
+                continue
+            if name == "delay":
+                h = delay_response(n, sample_rate, t(p["time_ms"]), t(p["feedback"]), t(p["low_pass_hz"]),
+                                   t(p["high_pass_hz"]), t(p["spread"]), torch.float64)
+                label = f"delay {p['time_ms']:.0f} ms, feedback {p['feedback']:.2f}, {p['send_db']:.0f} dB"
+            else:
+                h = reverb_response(n, sample_rate, t(p["decay_s"]), t(p["damping_hz"]), t(p["width"]),
+                                    t(p["pre_delay_ms"]), torch.float64)
+                label = f"reverb RT60 {p['decay_s']:.2g} s, pre-delay {p['pre_delay_ms']:.0f} ms, {p['send_db']:.0f} dB"
+            ts, e = envelope(h[..., :n], level)
+            ax.plot(ts, e, color=color, lw=1, label=label)
+            drawn = True
+    ax.set(title="Space: delay echoes and reverb decay" + ("" if drawn else " (both sends off)"),
+           xlabel="time after the dry sound (s)", ylabel="return energy per 10 ms (dB re an impulse)",
+           xlim=(0, seconds), ylim=(-100, 0))
+    ax.grid(True, alpha=0.3)
+    if drawn:
+        ax.legend(loc="upper right", fontsize=8)
 
 
 def cmd_plot(args) -> int:

@@ -409,3 +409,32 @@ def test_params_output_works_with_jq_as_the_readme_shows(tmp_path):
     assert jq.returncode == 0 and float(jq.stdout) == pytest.approx(10000.0)
     jq = subprocess.run(["jq", ".compressor"], input=proc.stdout, capture_output=True, text=True)
     assert jq.returncode == 0 and set(json.loads(jq.stdout)) == {p.name for p in schema.SCHEMA if p.group == "compressor"}
+
+
+def test_plot_draws_the_new_stages_from_the_effects():
+    """dmst plot's de-esser panel peaks at frequency_hz and its space panel shows echoes every time_ms, each
+    20 log10(feedback) dB (within 0.3 dB) below the one before (wide loop filters), as the delay's definition says."""
+    import matplotlib.pyplot as plt
+
+    from dmst.cli import draw_settings
+
+    settings = schema.default_dict()
+    settings["deesser"].update(frequency_hz=7000.0, range_db=6.0)
+    settings["delay"].update(time_ms=200.0, feedback=0.5, low_pass_hz=20000.0, high_pass_hz=20.0, send_db=-12.0)
+    settings["reverb"].update(send_db=-20.0)
+    fig = draw_settings(settings, 48000)
+    try:
+        by_title = {ax.get_title().split(" ")[0]: ax for ax in fig.axes}
+        side = by_title["De-esser"].lines[0]
+        f, g = side.get_xdata(), side.get_ydata()
+        assert f[np.argmax(g)] == pytest.approx(7000.0, rel=0.01) and g.max() == pytest.approx(0.0, abs=0.05)
+        space = by_title["Space:"]
+        assert len(space.lines) == 2  # the delay and the reverb
+        t, e = space.lines[0].get_xdata(), space.lines[0].get_ydata()
+        peaks = [e[np.argmin(np.abs(t - k * 0.2)) - 1: np.argmin(np.abs(t - k * 0.2)) + 2].max() for k in (1, 2, 3, 4)]
+        # Both channels' energy (+3 dB) at the send level; the loop filters (20 Hz-20 kHz at 48 kHz) take up to 1 dB
+        # off the first pass of a full-band impulse and about 0.2 dB off each later one.
+        assert peaks[0] - 10 * np.log10(2) == pytest.approx(-12.0, abs=1.0)
+        assert np.diff(peaks) == pytest.approx([20 * np.log10(0.5)] * 3, abs=0.3)
+    finally:
+        plt.close(fig)
