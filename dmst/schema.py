@@ -167,6 +167,7 @@ TRAINING_START: dict[str, float] = {
     # An effect whose default is off has no gradient there (a send at -60 dB is exactly
     # zero; a range of 0 dB holds the gain at 0 dB): training starts it a little on.
     "gate.range_db": 0.1,            # 6 dB
+    "gate.threshold_db": 0.5,        # -55 dBFS: at its default (-80) no level of a staged vocal reaches it
     "deesser.range_db": 0.125,       # 3 dB
     "delay.send_db": 0.25,           # -45 dB
     "reverb.send_db": 0.25,          # -45 dB
