@@ -166,11 +166,11 @@ TRAINING_START: dict[str, float] = {
     "compressor.detector_rms": 0.5, "compressor.linear_envelope": 0.5,
     # An effect whose default is off has no gradient there (a send at -60 dB is exactly
     # zero; a range of 0 dB holds the gain at 0 dB): training starts it a little on.
-    "gate.range_db": 0.1,            # 6 dB
-    "gate.threshold_db": 0.5,        # -55 dBFS: at its default (-80) no level of a staged vocal reaches it
+    "gate.range_db": 0.2,            # 12 dB
+    "gate.threshold_db": 0.7,        # -41 dBFS: at its default (-80) no level of a staged vocal reaches it
     "deesser.range_db": 0.125,       # 3 dB
-    "delay.send_db": 0.25,           # -45 dB
-    "reverb.send_db": 0.25,          # -45 dB
+    "delay.send_db": 0.5,            # -30 dB
+    "reverb.send_db": 0.5,           # -30 dB
 }
 OLDEST_READABLE_VERSION = 2  # version 1 had a plain output gain, not a loudness target: not convertible
 
