@@ -49,6 +49,10 @@ REF_CENTROID_HZ = 1000.0  # spectral centroid
 REF_DYNAMICS_DB = 14.0  # p90 - p10 of the 50 ms RMS envelope
 REF_ESS_DB = -22.0  # 5-10 kHz share: sibilance (the mean of the three voices in examples/, rounded)
 ESS_FREQ_HZ = 6500.0  # the house de-esser's sidechain band
+# The house space's return level.  Off (-60 dB) for now: a send makes the mix stereo, and the
+# training data path (dmst/data.py) pairs a raw take with a mix of the same layout until its
+# stereo layout lands; then set it to -24 dB (tested at that level in tests/test_house_style.py).
+HOUSE_REVERB_SEND_DB = -60.0
 
 Descriptors = dict[str, float]
 Params = dict[str, dict[str, float]]
@@ -303,8 +307,9 @@ def house_style(descriptors: Mapping[str, float], audio=None, sample_rate: int |
       at most 8 dB; the threshold sits that range under the loudest esses (the 99th
       percentile of the sidechain band's 50 ms peaks), so they come down by about the
       range; attack 1 ms, release 60 ms.
-    * A modest space: a reverb send at -24 dB (a small, slightly damped room: RT60 0.9 s,
-      25 ms pre-delay, 6 kHz damping, width 0.7); no delay.
+    * A modest space: a small, slightly damped room (RT60 0.9 s, 25 ms pre-delay, 6 kHz
+      damping, width 0.7) on the reverb send at ``HOUSE_REVERB_SEND_DB`` (off for now, -24 dB
+      when the stereo data path lands); no delay.
     * Output: delivered at -16 LUFS (``output.loudness_lufs``); the true-peak limiter at
       its default -1 dBTP.
     """
@@ -356,7 +361,7 @@ def house_style(descriptors: Mapping[str, float], audio=None, sample_rate: int |
         "saturation": {"drive_db": drive, "asymmetry": 0.15, "mix": sat_mix},
         "deesser": {"frequency_hz": ESS_FREQ_HZ, "threshold_db": d.get("ess_peak_db", -30.0) - max(ess_range, 1.0),
                     "range_db": ess_range, "attack_ms": 1.0, "release_ms": 60.0},
-        "reverb": {"send_db": -24.0, "decay_s": 0.9, "pre_delay_ms": 25.0, "damping_hz": 6000.0, "width": 0.7},
+        "reverb": {"send_db": HOUSE_REVERB_SEND_DB, "decay_s": 0.9, "pre_delay_ms": 25.0, "damping_hz": 6000.0, "width": 0.7},
         "output": {"loudness_lufs": HOUSE_TARGET_LUFS},
     }
     params = {p.group: {} for p in schema.SCHEMA} | params
