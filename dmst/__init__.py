@@ -61,7 +61,7 @@ def render(audio, sample_rate: int, params):
     dtype = x.dtype if x.is_floating_point() else torch.float32
     with torch.no_grad():
         x2 = x.to(torch.float32).reshape(-1, x.shape[-1])
-        y = console.render(x2[None], int(sample_rate), flat)[0]
+        y = console.render(x2[None], int(sample_rate), flat, output_channels=2 if console.sends_on(flat) else None)[0]
         y = (y.reshape(x.shape) if y.shape[0] == x2.shape[0] else y).to(dtype)
     return y.numpy() if is_numpy else y
 

