@@ -80,13 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "wav/flac, else wav]")
     r.add_argument("--bit-depth", choices=("16", "24", "32f"), default="24", help="16 or 24-bit integer, or 32-bit "
                    "float (wav only) [24]")
-    r.add_argument("--ceiling", type=float, default=0.0, metavar="DBFS",
-                   help="highest allowed true peak (ITU-R BS.1770, 4x oversampled) in dBFS; a louder output is "
-                        "reported [0.0]")
+    r.add_argument("--ceiling", type=float, default=None, metavar="DBTP",
+                   help="the true-peak limiter's ceiling (ITU-R BS.1770, 4x oversampled) for this render, -12 to 0 "
+                        "dBTP; sets limiter.ceiling_dbtp [the settings', -1 unless changed]; 0 turns the limiter off")
+    r.add_argument("--no-limiter", action="store_true",
+                   help="turn the true-peak limiter off (limiter.ceiling_dbtp 0): a true peak above --ceiling [0] "
+                        "is then only reported")
     r.add_argument("--limit", action="store_true",
-                   help="turn a file whose true peak exceeds --ceiling down so it peaks exactly at the ceiling: one "
-                        "plain gain change for the whole file (no limiter, so transparent, just quieter); "
-                        "--save-params records it in output.loudness_lufs")
+                   help="deprecated: the limiter keeps renders under the ceiling; with --no-limiter, the old plain "
+                        "gain change (the whole file turned down to peak at --ceiling)")
     r.add_argument("--force", action="store_true", help="overwrite existing outputs (never an input)")
     r.set_defaults(func=cmd_render)
 
@@ -103,8 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_presets)
 
     g = sub.add_parser("plot", help="draw the settings for a vocal as a PNG",
-                       description="Draw the EQ curve, the compressor and saturation curves and the spectrum before "
-                                   "and after, for the settings the model predicts (or --params).")
+                       description="Draw the EQ curves, the gate, compressor, saturation and de-esser curves, the delay "
+                                   "and reverb decays and the spectrum before and after, for the settings the model predicts (or --params).")
     g.add_argument("input", metavar="IN", help="audio file")
     _settings_options(g)
     g.add_argument("-o", "--output", required=True, metavar="FILE.png", help="the PNG to write")
@@ -209,7 +211,20 @@ def _render(audio, sample_rate: int, nested, staging_db=None):
 
     with torch.no_grad():
         x = torch.from_numpy(audio)[None]
-        return console.render(x, sample_rate, schema.stack([nested]), staging_db=staging_db)[0]
+        flat = schema.stack([nested])
+        # A send returns in stereo: a mono take's mix is then stereo, the dry voice centred.
+        return console.render(x, sample_rate, flat, staging_db=staging_db,
+                              output_channels=2 if console.sends_on(flat) else None)[0]
+
+
+def _limit(y, sample_rate: int, settings):
+    """(channels, samples) -> the true-peak limiter's output at ``sample_rate`` (an exact bypass when nothing is over)."""
+    import torch
+
+    from .effects.limiter import limiter
+
+    with torch.no_grad():
+        return limiter(y[None], sample_rate, settings["ceiling_dbtp"], settings["release_ms"])[0]
 
 
 def _meta(args, model, names, source: str, layout: int | None = None) -> dict:
@@ -310,22 +325,32 @@ def _check_creatable(folder: Path) -> None:
         raise CliError(f"cannot create output folder {folder}: {ancestor} is not writable; choose another folder")
 
 
-def _true_peak_guard(args, y, sample_rate: int, output: Path, peak: float | None = None):
-    """Report (or with --limit, remove) a true peak above --ceiling; returns (audio, gain change in dB)."""
+def _true_peak_guard(args, y, sample_rate: int, output: Path, ceiling: float, peak: float | None = None):
+    """With the limiter off: report (or with --limit, remove) a true peak above ``ceiling``; returns (audio, gain change in dB)."""
     from .audio_io import true_peak_dbfs
 
     peak = true_peak_dbfs(y, sample_rate) if peak is None else peak
-    if not peak > args.ceiling:
+    if not peak > ceiling:
         return y, 0.0
-    excess = peak - args.ceiling
+    excess = peak - ceiling
     if args.limit:
-        _note(f"{output.name}: true peak {peak:+.2f} dBTP, turned down {excess:.2f} dB to the {args.ceiling:+.1f} dBFS "
+        _note(f"{output.name}: true peak {peak:+.2f} dBTP, turned down {excess:.2f} dB to the {ceiling:+.1f} dBTP "
               "ceiling (--limit)")
         return y * 10 ** (-excess / 20), -excess
     _note(f"warning: {output.name} has a true peak of {peak:+.2f} dBTP, {excess:.2f} dB above the "
-          f"{args.ceiling:+.1f} dBFS ceiling, so it may clip; use --limit, or lower output.loudness_lufs by "
-          f"{math.ceil(excess * 10) / 10:.1f} dB (dmst params, edit, render --params)")
+          f"{ceiling:+.1f} dBTP ceiling, so it may clip; the limiter is off: turn it on (limiter.ceiling_dbtp "
+          f"below 0, or --ceiling), or lower output.loudness_lufs by {math.ceil(excess * 10) / 10:.1f} dB "
+          "(dmst params, edit, render --params)")
     return y, 0.0
+
+
+def _limiter_ceiling(args, nested) -> float:
+    """The limiter's ceiling for this render: off with --no-limiter, else --ceiling, else the settings'."""
+    from . import schema
+
+    if args.no_limiter:
+        return schema.LIMITER_OFF_DBTP
+    return nested["limiter"]["ceiling_dbtp"] if args.ceiling is None else args.ceiling
 
 
 def cmd_render(args) -> int:
@@ -338,8 +363,12 @@ def cmd_render(args) -> int:
 
     if args.sample_rate is not None and not 8000 <= args.sample_rate <= 384000:
         raise CliError(f"--sample-rate {args.sample_rate} is out of range; use 8000 to 384000 Hz")
-    if not (math.isfinite(args.ceiling) and -24.0 <= args.ceiling <= 0.0):
-        raise CliError(f"--ceiling {args.ceiling:g} is out of range; use -24 to 0 dBFS (e.g. -1 for streaming)")
+    if args.ceiling is not None and not (math.isfinite(args.ceiling) and -12.0 <= args.ceiling <= 0.0):
+        raise CliError(f"--ceiling {args.ceiling:g} is out of range; use -12 to 0 dBTP (e.g. -1 for streaming; "
+                       "0 turns the limiter off)")
+    if args.limit and not args.no_limiter:
+        _note("--limit is deprecated and has no effect: the true-peak limiter keeps renders under the ceiling "
+              "(limiter.ceiling_dbtp, --ceiling); with --no-limiter it still turns a file down as before")
     presets, names = _presets(args)
     params = _read_params_file(args.params) if args.params else None
     layout = _params_layout(args.params) if args.params else None
@@ -374,13 +403,23 @@ def cmd_render(args) -> int:
         audio, sample_rate, _ = first if i == 0 else read_audio(source)
         staging_db = _staging_db(audio, sample_rate)  # on the file as it is, as training measures it
         nested = _settings(model, params, audio, sample_rate, names, args.amount, presets, staging_db)
+        ceiling = _limiter_ceiling(args, nested)
+        nested = {g: dict(v) for g, v in nested.items()}
+        nested["limiter"]["ceiling_dbtp"] = ceiling
         y = _render(_in_layout(audio, layout), sample_rate, nested, staging_db)
         out_rate = args.sample_rate or sample_rate
+        limiting = ceiling < schema.LIMITER_OFF_DBTP
         if out_rate != sample_rate:
             y = resample(y, sample_rate, out_rate, lowpass_filter_width=64, rolloff=0.9475937167399596,
                             resampling_method="sinc_interp_kaiser", beta=14.769656459379492)
-        if args.limit:  # the check may change the audio: it comes first
-            y, limit_db = _true_peak_guard(args, y, out_rate, output)
+            if limiting:  # resampling moves the inter-sample peaks: the limiter again, at the output rate
+                y = _limit(y, out_rate, nested["limiter"])
+        warn_at = schema.LIMITER_OFF_DBTP if args.ceiling is None or not args.no_limiter else args.ceiling
+        if limiting:  # the limiter kept the render under its ceiling
+            write_audio(output, y, out_rate, format=fmt, bit_depth=args.bit_depth, inputs=inputs, force=args.force)
+            limit_db = 0.0
+        elif args.limit:  # the check may change the audio: it comes first
+            y, limit_db = _true_peak_guard(args, y, out_rate, output, warn_at)
             write_audio(output, y, out_rate, format=fmt, bit_depth=args.bit_depth, inputs=inputs, force=args.force)
         else:  # the check only warns: it runs while the file is written (both release the GIL), and reports after
             with ThreadPoolExecutor(max_workers=1) as pool:
@@ -388,7 +427,7 @@ def cmd_render(args) -> int:
                                       inputs=inputs, force=args.force)
                 peak = true_peak_dbfs(y, out_rate)
                 writing.result()
-            _, limit_db = _true_peak_guard(args, y, out_rate, output, peak)
+            _, limit_db = _true_peak_guard(args, y, out_rate, output, warn_at, peak)
         if args.save_params:
             saved = {g: dict(v) for g, v in nested.items()}
             if limit_db:  # the --limit gain is part of what was rendered: keep the file reproducible
@@ -461,9 +500,10 @@ def draw_settings(nested, sample_rate: int, before=None, after=None):
     from .effects.saturation import CEILING, MAX_BIAS
     from .effects.compressor import gain_computer
     from .effects.eq import eq_sos, sos_frequency_response
+    from .effects.post_eq import post_eq_sos
 
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
-    (ax_eq, ax_comp), (ax_sat, ax_spec) = axes
+    fig, axes = plt.subplots(3, 2, figsize=(12, 12.5))
+    (ax_eq, ax_comp), (ax_sat, ax_ds), (ax_space, ax_spec) = axes
 
     # EQ magnitude response.
     n_fft = 2**16
@@ -472,7 +512,12 @@ def draw_settings(nested, sample_rate: int, before=None, after=None):
     freqs = np.fft.rfftfreq(n_fft, 1 / sample_rate)
     mag = 20 * np.log10(np.maximum(h.abs().numpy(), 1e-12))
     band = freqs >= 10
-    ax_eq.semilogx(freqs[band], mag[band], color="C0")
+    post = 20 * np.log10(np.maximum(sos_frequency_response(post_eq_sos(sample_rate, **nested["post_eq"]), n_fft)[0]
+                                    .abs().numpy(), 1e-12))
+    ax_eq.semilogx(freqs[band], mag[band], color="C0", label="EQ")
+    ax_eq.semilogx(freqs[band], post[band], color="C4", lw=1, label="post-compressor EQ")
+    ax_eq.semilogx(freqs[band], (mag + post)[band], color="0.3", lw=0.8, ls=":", label="both")
+    ax_eq.legend(loc="lower right", fontsize=8)
     ax_eq.axhline(0, color="0.6", lw=0.8)
     # Frame the musical range: the filters' slopes run off towards -inf at the edges.
     audible = (freqs >= 20) & (freqs <= min(20000, 0.45 * sample_rate))
@@ -489,6 +534,13 @@ def draw_settings(nested, sample_rate: int, before=None, after=None):
     ax_comp.axvline(c["threshold_db"], color="C3", lw=1, label=f"threshold {c['threshold_db']:.1f} dBFS")
     ax_comp.axvspan(c["threshold_db"] - c["knee_db"] / 2, c["threshold_db"] + c["knee_db"] / 2, color="C3", alpha=0.12,
                     label=f"knee {c['knee_db']:.1f} dB")
+    gt = nested["gate"]
+    if gt["range_db"] > 0:
+        from .effects.gate import gate_curve
+
+        gated = level + gate_curve(level, gt["threshold_db"], gt["ratio"], torch.tensor(gt["range_db"], dtype=torch.float64))
+        ax_comp.plot(level, gated, color="C5", lw=1, label=f"gate {gt['threshold_db']:.0f} dBFS, {gt['ratio']:.2g}:1, "
+                                                             f"range {gt['range_db']:.0f} dB (before the EQ)")
     ax_comp.set(title=f"Compressor (attack {c['attack_ms']:.3g} ms, release {c['release_ms']:.3g} ms)",
                 xlabel="input peak level (dBFS)", ylabel="output level (dBFS)", xlim=(-80, 6))
     ax_comp.legend(loc="upper left", fontsize=8)
@@ -510,6 +562,9 @@ def draw_settings(nested, sample_rate: int, before=None, after=None):
     ax_sat.legend(loc="upper left", fontsize=8)
     ax_sat.grid(True, alpha=0.3)
 
+    _draw_deesser(ax_ds, nested["deesser"], sample_rate)
+    _draw_space(ax_space, nested["delay"], nested["reverb"], sample_rate)
+
     # Average spectra of the vocal before and after.
     if before is not None:
         for audio, label, color in ((before, "before", "0.5"), (after, "after", "C0")):
@@ -518,10 +573,91 @@ def draw_settings(nested, sample_rate: int, before=None, after=None):
             ax_spec.semilogx(f[keep], p[keep], color=color, label=label)
         ax_spec.set(xlim=(20, sample_rate / 2))
         ax_spec.legend(loc="lower left", fontsize=8)
-    ax_spec.set(title="Average spectrum", xlabel="frequency (Hz)", ylabel="power (dB)")
+    lim = nested["limiter"]
+    ax_spec.set(title="Average spectrum" + (f" (limiter at {lim['ceiling_dbtp']:+.1f} dBTP)"
+                                            if lim["ceiling_dbtp"] < 0 else " (limiter off)"),
+                xlabel="frequency (Hz)", ylabel="power (dB)")
     ax_spec.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def _draw_deesser(ax, d, sample_rate: int):
+    """The de-esser's sidechain band and high band (their magnitude responses) and its static gain-reduction curve,
+    from the effect's own filters and curve (dmst.effects.deesser)."""
+    import numpy as np
+    import torch
+
+    from .effects.deesser import SIDECHAIN_Q, deesser_curve, split_sos
+    from .effects.eq import biquad, max_freq, sos_frequency_response
+
+    n_fft = 2**15
+    freqs = np.fft.rfftfreq(n_fft, 1 / sample_rate)
+    f = torch.tensor([min(d["frequency_hz"], max_freq(sample_rate))], dtype=torch.float64)
+    section = biquad("band_pass", f, 0.0, SIDECHAIN_Q, sample_rate)
+    side = sos_frequency_response(torch.stack([section, section], dim=-2).reshape(1, 2, 6), n_fft)[0].abs().numpy()
+    low = sos_frequency_response(split_sos(sample_rate, f), n_fft)[0].abs().numpy() ** 2  # applied zero-phase
+    keep = freqs >= 100
+    ax.semilogx(freqs[keep], 20 * np.log10(np.maximum(side[keep], 1e-6)), color="C6", label="sidechain band")
+    ax.semilogx(freqs[keep], 20 * np.log10(np.maximum(np.abs(1 - low[keep]), 1e-6)), color="C7", ls="--",
+                label="high band (turned down)")
+    ax.set(xlabel="frequency (Hz)", ylabel="band gain (dB)", ylim=(-48, 3), xlim=(100, sample_rate / 2),
+           title=f"De-esser at {d['frequency_hz']:.0f} Hz" + ("" if d["range_db"] > 0 else " (off: range 0 dB)"))
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    inset = ax.inset_axes([0.64, 0.1, 0.33, 0.38])
+    level = torch.linspace(-70, 0, 200, dtype=torch.float64)
+    inset.plot(level, deesser_curve(level, d["threshold_db"], torch.tensor(d["range_db"], dtype=torch.float64)), color="C3")
+    inset.set_xlabel("band level (dBFS)", fontsize=7)
+    inset.set_ylabel("high-band gain (dB)", fontsize=7)
+    inset.tick_params(labelsize=7)
+    inset.set_title(f"threshold {d['threshold_db']:.0f} dBFS, range {d['range_db']:.0f} dB", fontsize=7)
+
+
+def _draw_space(ax, delay, reverb, sample_rate: int, seconds: float = 3.0):
+    """The delay's echoes and the reverb's decay: the energy envelope (10 ms windows, both channels) of each send's
+    impulse response at its return level, from the effects' own responses (dmst.effects.delay / reverb)."""
+    import numpy as np
+    import torch
+
+    from .effects._sends import send_gain
+    from .effects.delay import delay_response
+    from .effects.reverb import reverb_response
+
+    n = int(seconds * sample_rate)
+    hop = max(1, sample_rate // 100)
+
+    def envelope(h, level):
+        e = (h[0] ** 2).sum(0).numpy()
+        e = np.pad(e, (0, -len(e) % hop)).reshape(-1, hop).sum(1) * level**2
+        return np.arange(len(e)) * hop / sample_rate, 10 * np.log10(np.maximum(e, 1e-12))
+
+    def t(v):
+        return torch.tensor([float(v)], dtype=torch.float64)
+
+    drawn = False
+    with torch.no_grad():
+        for name, p, color in (("delay", delay, "C8"), ("reverb", reverb, "C9")):
+            level = float(send_gain(t(p["send_db"])))
+            if level == 0:
+                continue
+            if name == "delay":
+                h = delay_response(n, sample_rate, t(p["time_ms"]), t(p["feedback"]), t(p["low_pass_hz"]),
+                                   t(p["high_pass_hz"]), t(p["spread"]), torch.float64)
+                label = f"delay {p['time_ms']:.0f} ms, feedback {p['feedback']:.2f}, {p['send_db']:.0f} dB"
+            else:
+                h = reverb_response(n, sample_rate, t(p["decay_s"]), t(p["damping_hz"]), t(p["width"]),
+                                    t(p["pre_delay_ms"]), torch.float64)
+                label = f"reverb RT60 {p['decay_s']:.2g} s, pre-delay {p['pre_delay_ms']:.0f} ms, {p['send_db']:.0f} dB"
+            ts, e = envelope(h[..., :n], level)
+            ax.plot(ts, e, color=color, lw=1, label=label)
+            drawn = True
+    ax.set(title="Space: delay echoes and reverb decay" + ("" if drawn else " (both sends off)"),
+           xlabel="time after the dry sound (s)", ylabel="return energy per 10 ms (dB re an impulse)",
+           xlim=(0, seconds), ylim=(-100, 0))
+    ax.grid(True, alpha=0.3)
+    if drawn:
+        ax.legend(loc="upper right", fontsize=8)
 
 
 def cmd_plot(args) -> int:

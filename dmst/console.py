@@ -1,6 +1,21 @@
 """The console: the fixed vocal chain that every dmst prediction drives.
 
-    input gain staging -> EQ -> compressor -> saturation -> output loudness
+    input gain staging -> gate -> EQ -> compressor -> de-esser -> post-compressor EQ
+      -> saturation -> dry + delay send + reverb send -> output loudness -> limiter
+
+The gate comes first so that the EQ and the compressor do not lift the noise and
+breaths it turns down; the de-esser follows the compressor (which would otherwise
+undo part of it) and the post-compressor EQ, as engineers boost after compressing.
+The two sends take the saturated signal and return in stereo
+(:func:`dmst.effects.sends.sends`: both in one convolution).  The delay does not feed
+the reverb (the two returns are parallel): that would need one more convolution of
+the two responses.  The dry signal stays as it is, centred: with
+``output_channels=2`` a mono take comes out as two equal channels plus the stereo returns
+(what ``dmst render`` does when a send is on); by default the output keeps the input's
+layout, and a mono output gets the returns' mid.  The true-peak limiter comes after the loudness
+stage, so a delivery at any loudness stays under ``limiter.ceiling_dbtp``.  Every new
+stage's defaults are a bypass (the limiter's off at 0 dBTP; a migrated v2 settings file
+gets it off), so a v2 setting renders as the v2 console did.
 
 Both level stages are *measured*.  Input gain staging brings each raw vocal to
 ``REFERENCE_LUFS`` (ITU-R BS.1770 integrated loudness) before the effects, so a
@@ -19,7 +34,13 @@ import torch
 
 from . import schema
 from .effects import compressor, gain, loudness_normalize, parametric_eq, saturation, staging_gain_db
+from .effects._sends import send_gain
+from .effects.deesser import deesser
 from .effects.gain import REFERENCE_LUFS
+from .effects.gate import gate
+from .effects.limiter import limiter
+from .effects.post_eq import post_eq
+from .effects.sends import sends
 
 
 class AudioError(ValueError):
@@ -48,6 +69,7 @@ def render(
     params: Mapping[str, torch.Tensor],
     staging_db: torch.Tensor | None = None,
     excerpt_offset_lu: torch.Tensor | None = None,
+    output_channels: int | None = None,
 ) -> torch.Tensor:
     """Run (batch, channels, samples) audio through the chain with per-item ``params``.
 
@@ -58,15 +80,48 @@ def render(
     ``excerpt_offset_lu``: when ``x`` is an excerpt of a longer song, how much louder
     than the whole song the excerpt should come out (per item, LU; training takes it
     from the engineer's mix): the song lands on ``output.loudness_lufs``, not each excerpt.
+    ``output_channels``: the output's layout, by default the input's: a mono take's output
+    is mono, with the sends' returns folded to their mid (L + R) / 2 (what the training data
+    path pairs today); 2 gives stereo, the dry signal centred on both channels and the
+    returns in stereo (``dmst render`` and :func:`dmst.render` ask for it when a send is on:
+    :func:`sends_on`).  The layout never depends on the values, so training batches keep
+    their shape.
     """
     check_audio(x)
+    if output_channels not in (None, 1, 2) or output_channels == 1 and x.shape[1] != 1:
+        raise AudioError(f"output_channels must be 1 (mono input only) or 2, got {output_channels}")
     if staging_db is None:
         staging_db = staging_gain_db(x, sample_rate)
     y = gain(x, staging_db)
+    y = gate(y, sample_rate, **group(params, "gate"))
     y = parametric_eq(y, sample_rate, **group(params, "eq"))
     y = compressor(y, sample_rate, **group(params, "compressor"))
+    y = deesser(y, sample_rate, **group(params, "deesser"))
+    y = post_eq(y, sample_rate, **group(params, "post_eq"))
     y = saturation(y, sample_rate, **group(params, "saturation"))
-    return loudness_normalize(y, sample_rate, params["output.loudness_lufs"], excerpt_offset_lu)
+    y = _with_sends(y, sample_rate, group(params, "delay"), group(params, "reverb"), output_channels)
+    y = loudness_normalize(y, sample_rate, params["output.loudness_lufs"], excerpt_offset_lu)
+    return limiter(y, sample_rate, **group(params, "limiter"))
+
+
+def sends_on(params: Mapping[str, torch.Tensor]) -> bool:
+    """Whether the delay or the reverb send of any item is on (its return not exactly zero)."""
+    return any(bool((send_gain(torch.as_tensor(params[k])) != 0).any()) for k in ("delay.send_db", "reverb.send_db"))
+
+
+def _with_sends(y: torch.Tensor, sample_rate: int, delay: dict, reverb: dict, output_channels: int | None) -> torch.Tensor:
+    """The dry signal plus the stereo delay and reverb returns, in ``output_channels`` (default: ``y``'s)."""
+    channels = output_channels or y.shape[1]
+    if channels == 2 and y.shape[1] == 1:
+        y = y.expand(-1, 2, -1)  # the dry signal centred
+    if not sends_on({"delay.send_db": delay["send_db"], "reverb.send_db": reverb["send_db"]}):
+        return y.contiguous()
+    returns = sends(y, sample_rate, delay, reverb)  # (batch, 2, n), from the send's mono sum
+    if y.shape[1] == 1:
+        return y + returns.mean(dim=1, keepdim=True)  # a mono output: the returns' mid
+    if y.shape[1] == 2:
+        return y + returns
+    return torch.cat([y[:, :2] + returns, y[:, 2:]], dim=1)  # more than two channels: returns on the first two
 
 
 class Console(torch.nn.Module):
@@ -76,8 +131,8 @@ class Console(torch.nn.Module):
         super().__init__()
         self.sample_rate = sample_rate
 
-    def forward(self, x, params, staging_db=None, excerpt_offset_lu=None):
-        return render(x, self.sample_rate, params, staging_db, excerpt_offset_lu)
+    def forward(self, x, params, staging_db=None, excerpt_offset_lu=None, output_channels=None):
+        return render(x, self.sample_rate, params, staging_db, excerpt_offset_lu, output_channels)
 
 
-__all__ = ["AudioError", "Console", "REFERENCE_LUFS", "check_audio", "render", "schema"]
+__all__ = ["AudioError", "Console", "REFERENCE_LUFS", "check_audio", "render", "schema", "sends_on"]

@@ -22,7 +22,8 @@ from typing import Iterable, Mapping
 
 import torch
 
-SCHEMA_VERSION = 3  # 2: the output stage is a loudness target (output.loudness_lufs), not a gain; 3: compressor detector family
+SCHEMA_VERSION = 3  # 2: the output stage is a loudness target (output.loudness_lufs), not a gain; 3: compressor detector
+# family, gate, de-esser, post-compressor EQ, delay and reverb sends, true-peak limiter
 
 
 class ParamError(ValueError):
@@ -67,6 +68,12 @@ def _p(group, name, unit, lo, hi, default, scale, description):
 
 # fmt: off
 SCHEMA: tuple[Param, ...] = (
+    # Gate/expander (schema v3), before the EQ: room noise and breaths between phrases.  Range 0 dB: off (a bypass).
+    _p("gate", "threshold_db",      "dBFS", -90,  -20,  -80,  "linear", "Level below which the downward expander turns the vocal down (linked peak, 20 ms hold)"),
+    _p("gate", "ratio",             ":1",   1,    20,   2,    "log",    "Output dB change per input dB below the threshold (large: a gate)"),
+    _p("gate", "range_db",          "dB",   0,    60,   0,    "linear", "Most the gate turns down (0: off, an exact bypass)"),
+    _p("gate", "attack_ms",         "ms",   0.1,  50,   1,    "log",    "Time constant of the gate opening (63% of a step of the gain in dB)"),
+    _p("gate", "release_ms",        "ms",   10,   1000, 100,  "log",    "Time constant of the gate closing, after the 20 ms hold (63% of a step)"),
     # EQ: RBJ-cookbook biquads, in this order in the signal path.
     _p("eq", "high_pass_freq_hz",   "Hz", 16,    500,   30,    "log",    "High-pass cutoff (12 dB/octave, Butterworth Q 0.707)"),
     _p("eq", "low_shelf_freq_hz",   "Hz", 40,    500,   150,   "log",    "Low-shelf corner frequency"),
@@ -94,12 +101,40 @@ SCHEMA: tuple[Param, ...] = (
     _p("compressor", "detector_rms",    "",     0,    1,    0,    "linear", "Level detector: 0 instantaneous peak, 1 RMS over rms_window_ms (blended in dB between)"),
     _p("compressor", "rms_window_ms",   "ms",   1,    300,  20,   "log",    "Time constant of the RMS detector's mean square (63% of a step)"),
     _p("compressor", "linear_envelope", "",     0,    1,    0,    "linear", "Ballistics domain: 0 smoothing of the gain in dB, 1 attack/release on the linear level envelope (JUCE, analogue-style); gains blended in dB between"),
+    # De-esser (schema v3): split-band; the sidechain band drives gain reduction on the high band only.  Range 0 dB: off.
+    _p("deesser", "frequency_hz",   "Hz",   3000, 10000, 6500, "log",   "Centre of the sidechain band (two band-pass sections); the high band starts an octave below"),
+    _p("deesser", "threshold_db",   "dBFS", -60,  0,    -30,  "linear", "Sidechain band level above which the high band is turned down (infinite ratio)"),
+    _p("deesser", "range_db",       "dB",   0,    24,   0,    "linear", "Most the high band is turned down (0: off, an exact bypass)"),
+    _p("deesser", "attack_ms",      "ms",   0.1,  10,   1,    "log",    "Time constant of gain reduction onset (63% of a step of the gain in dB)"),
+    _p("deesser", "release_ms",     "ms",   10,   500,  60,   "log",    "Time constant of gain recovery (63% of a step of the gain in dB)"),
+    # Post-compressor EQ (schema v3): a bell and a high shelf, as engineers boost after compressing.  0 dB gains: a bypass.
+    _p("post_eq", "bell_freq_hz",       "Hz", 200,  12000, 3000,  "log",    "Post-compressor peaking band centre"),
+    _p("post_eq", "bell_gain_db",       "dB", -12,  12,    0,     "linear", "Post-compressor peaking band gain"),
+    _p("post_eq", "bell_q",             "",   0.3,  8,     1,     "log",    "Post-compressor peaking band Q"),
+    _p("post_eq", "high_shelf_freq_hz", "Hz", 3000, 16000, 10000, "log",    "Post-compressor high-shelf corner frequency"),
+    _p("post_eq", "high_shelf_gain_db", "dB", -12,  12,    0,     "linear", "Post-compressor high-shelf gain"),
     # Saturation: biased tanh waveshaper, oversampled, level-compensated.
     _p("saturation", "drive_db",        "dB",   0,    24,   0,    "linear", "Gain into the waveshaper (0 dB: programme barely touches the curve)"),
     _p("saturation", "asymmetry",       "",     0,    1,    0,    "linear", "Bias of the curve: 0 symmetric (odd harmonics), 1 strongly asymmetric (adds even harmonics)"),
     _p("saturation", "mix",             "",     0,    1,    1,    "linear", "Dry/wet balance: 0 dry, 1 fully saturated"),
+    # Delay send (schema v3): feedback echo with loop filters and a ping-pong spread, returned in stereo.  send_db -60: off.
+    _p("delay", "time_ms",          "ms",   20,   1000, 250,  "log",    "Time between the dry sound and the first echo, and between echoes"),
+    _p("delay", "feedback",         "",     0,    0.9,  0.3,  "linear", "Level of each echo against the one before (linear gain)"),
+    _p("delay", "low_pass_hz",      "Hz",   1000, 20000, 8000, "log",   "Low-pass in the feedback loop (12 dB/octave): each echo darker"),
+    _p("delay", "high_pass_hz",     "Hz",   20,   2000, 150,  "log",    "High-pass in the feedback loop (12 dB/octave): each echo thinner"),
+    _p("delay", "spread",           "",     0,    1,    0.5,  "linear", "Ping-pong: 0 every echo centred, 1 echoes alternately fully left and right (first left)"),
+    _p("delay", "send_db",          "dB",   -60,  0,    -60,  "linear", "Return level of the delay (-60: off, exactly)"),
+    # Reverb send (schema v3): seeded filtered-noise impulse response, returned in stereo.  send_db -60: off.
+    _p("reverb", "decay_s",         "s",    0.2,  6,    1.2,  "log",    "RT60 at low and middle frequencies"),
+    _p("reverb", "pre_delay_ms",    "ms",   0,    200,  20,   "linear", "Delay of the whole reverb return after the dry sound"),
+    _p("reverb", "damping_hz",      "Hz",   1000, 20000, 8000, "log",   "Frequency at which the decay is half as long (high-frequency absorption)"),
+    _p("reverb", "width",           "",     0,    1,    1,    "linear", "Stereo width of the return: 0 both channels the same, 1 uncorrelated"),
+    _p("reverb", "send_db",         "dB",   -60,  0,    -60,  "linear", "Return level of the reverb for a steady noise-like send (-60: off, exactly)"),
     # Output: the chain's render is measured and set to this loudness, whatever the stages above did to the level.
     _p("output", "loudness_lufs",       "LUFS", -40,  -6,   -16,  "linear", "Integrated loudness (BS.1770) the finished vocal is delivered at"),
+    # Limiter (schema v3), last: true-peak (4x oversampled), lookahead.  At 0 dBTP (the maximum) it is off.
+    _p("limiter", "ceiling_dbtp",   "dBTP", -12,  0,    -1,   "linear", "Highest true peak of the delivery (ITU-R BS.1770 4x oversampled); 0: limiter off (a bypass, overs are reported)"),
+    _p("limiter", "release_ms",     "ms",   1,    1000, 100,  "log",    "Time constant of the limiter's gain recovery (63% of a step)"),
 )
 # fmt: on
 
@@ -108,13 +143,35 @@ SCHEMA: tuple[Param, ...] = (
 # default, which by design reproduces the older console exactly.  A new parameter group
 # plugs in by listing its keys here under the version that adds it.
 ADDED_IN: dict[int, tuple[str, ...]] = {
-    3: ("compressor.detector_rms", "compressor.rms_window_ms", "compressor.linear_envelope"),
+    3: ("compressor.detector_rms", "compressor.rms_window_ms", "compressor.linear_envelope",
+        "gate.threshold_db", "gate.ratio", "gate.range_db", "gate.attack_ms", "gate.release_ms",
+        "deesser.frequency_hz", "deesser.threshold_db", "deesser.range_db", "deesser.attack_ms", "deesser.release_ms",
+        "post_eq.bell_freq_hz", "post_eq.bell_gain_db", "post_eq.bell_q", "post_eq.high_shelf_freq_hz",
+        "post_eq.high_shelf_gain_db",
+        "delay.time_ms", "delay.feedback", "delay.low_pass_hz", "delay.high_pass_hz", "delay.spread", "delay.send_db",
+        "reverb.decay_s", "reverb.pre_delay_ms", "reverb.damping_hz", "reverb.width", "reverb.send_db",
+        "limiter.ceiling_dbtp", "limiter.release_ms"),
 }
+LIMITER_OFF_DBTP = 0.0  # limiter.ceiling_dbtp at its maximum: the limiter is off (an exact bypass)
+# The value a *settings file* of an older version gets for a parameter it lacks, where that is
+# not the default: v2 had no limiter, so a v2 file gets it off and renders exactly as it did.
+# (A migrated *model* predicts the defaults, limiter on: a v3 render of its predictions is the
+# v2 render except where that went over -1 dBTP; see dmst.encoder.model.)
+MIGRATED_VALUE: dict[str, float] = {"limiter.ceiling_dbtp": LIMITER_OFF_DBTP}
 # Where training starts a parameter that a migrated model has not learned, in normalised
 # units, when that is not its default: a blend whose default is 0 sits where the encoder's
 # sigmoid has no slope, and Adam would need thousands of steps to move it.  (The migrated
 # model still *predicts* the default until it is trained: see dmst.encoder.model.)
-TRAINING_START: dict[str, float] = {"compressor.detector_rms": 0.5, "compressor.linear_envelope": 0.5}
+TRAINING_START: dict[str, float] = {
+    "compressor.detector_rms": 0.5, "compressor.linear_envelope": 0.5,
+    # An effect whose default is off has no gradient there (a send at -60 dB is exactly
+    # zero; a range of 0 dB holds the gain at 0 dB): training starts it a little on.
+    "gate.range_db": 0.2,            # 12 dB
+    "gate.threshold_db": 0.7,        # -41 dBFS: at its default (-80) no level of a staged vocal reaches it
+    "deesser.range_db": 0.125,       # 3 dB
+    "delay.send_db": 0.5,            # -30 dB
+    "reverb.send_db": 0.5,           # -30 dB
+}
 OLDEST_READABLE_VERSION = 2  # version 1 had a plain output gain, not a loudness target: not convertible
 
 KEYS: tuple[str, ...] = tuple(p.key for p in SCHEMA)
@@ -270,7 +327,8 @@ def keys_of_version(version: int) -> tuple[str, ...]:
 
 
 def migrate(nested: Mapping, version: int) -> dict:
-    """A nested dict of an older ``version`` with every parameter added since at its default.
+    """A nested dict of an older ``version`` with every parameter added since at its default
+    (or its :data:`MIGRATED_VALUE`: the limiter off), so that it renders as it did.
 
     Values the file has are kept as they are (validation comes after).  Only groups and
     names are filled in; nothing else is interpreted.
@@ -281,7 +339,7 @@ def migrate(nested: Mapping, version: int) -> dict:
         p = BY_KEY[key]
         group = out.setdefault(p.group, {})
         if isinstance(group, dict):
-            group.setdefault(p.name, p.default)
+            group.setdefault(p.name, MIGRATED_VALUE.get(key, p.default))
     return out
 
 

@@ -119,7 +119,7 @@ def test_params_with_presets_and_save_params_agree(capsys, tmp_path, mono):
     (lambda d: d["compressor"].update(ratoi=d["compressor"].pop("ratio")), ["compressor.ratoi", "ratio, knee_db"]),
     (lambda d: d["compressor"].update(ratio=50), ["compressor.ratio", "50", "between 1 and 20"]),
     (lambda d: d["eq"].update(low_shelf_gain_db="loud"), ["eq.low_shelf_gain_db", "number"]),
-    (lambda d: d.update(reverb={"mix": 1}), ["'reverb'", "eq, compressor, saturation, output"]),
+    (lambda d: d.update(chorus={"mix": 1}), ["'chorus'", "gate, eq, compressor, deesser, post_eq, saturation, delay, reverb, output, limiter"]),
     (lambda d: d["saturation"].pop("mix"), ["saturation.mix", "missing"]),
     (lambda d: d.update(schema_version=99), ["schema_version", "99"]),
 ])
@@ -198,29 +198,51 @@ def test_existing_output_needs_force(capsys, tmp_path, mono, neutral):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp files left
 
 
-def test_true_peak_warning_and_limit(capsys, tmp_path, mono):
+def test_true_peak_limiter_and_the_warning_when_it_is_off(capsys, tmp_path, mono):
+    """A loud delivery (-6 LUFS): the limiter (on by default, -1 dBTP) keeps it under the ceiling, measured 4x
+    oversampled; --ceiling sets the ceiling; --no-limiter gives the v2 warning; --no-limiter --limit the plain gain."""
     loud = schema.default_dict()
     loud["output"]["loudness_lufs"] = -6.0
     settings = tmp_path / "loud.json"
     settings.write_text(schema.to_json(loud))
-    code, _, err = run(capsys, "render", mono, "-o", tmp_path / "hot.wav", "--params", settings, "--bit-depth", "32f")
-    assert code == 0
-    warning = [line for line in err.splitlines() if line.startswith("dmst: warning:")]
-    assert len(warning) == 1 and "true peak" in warning[0] and "--limit" in warning[0] and "output.loudness_lufs" in warning[0]
-
-    saved = tmp_path / "limited.json"
-    code, _, err = run(capsys, "render", mono, "-o", tmp_path / "limited.wav", "--params", settings, "--bit-depth",
-                       "32f", "--limit", "--ceiling", "-1", "--save-params", saved)
+    code, _, err = run(capsys, "render", mono, "-o", tmp_path / "limited.wav", "--params", settings, "--bit-depth", "32f")
     assert code == 0, err
     assert "dmst: warning:" not in err
     y, sr = sf.read(tmp_path / "limited.wav", dtype="float32", always_2d=True)
-    assert true_peak_dbfs(y.T, sr) == pytest.approx(-1.0, abs=0.01)
+    assert true_peak_dbfs(y.T, sr) <= -1.0 + 0.1
+    saved = tmp_path / "at3.json"
+    code, _, err = run(capsys, "render", mono, "-o", tmp_path / "at3.wav", "--params", settings, "--bit-depth", "32f",
+                       "--ceiling", "-3", "--save-params", saved)
+    assert code == 0, err
+    y, sr = sf.read(tmp_path / "at3.wav", dtype="float32", always_2d=True)
+    assert true_peak_dbfs(y.T, sr) <= -3.0 + 0.1
+    assert json.loads(saved.read_text())["limiter"]["ceiling_dbtp"] == -3.0  # the file reproduces the render
+
+    code, _, err = run(capsys, "render", mono, "-o", tmp_path / "hot.wav", "--params", settings, "--bit-depth", "32f",
+                       "--no-limiter")
+    assert code == 0
+    warning = [line for line in err.splitlines() if line.startswith("dmst: warning:")]
+    assert len(warning) == 1 and "true peak" in warning[0] and "limiter" in warning[0] and "output.loudness_lufs" in warning[0]
     hot, _ = sf.read(tmp_path / "hot.wav", dtype="float32", always_2d=True)
+    assert true_peak_dbfs(hot.T, sr) > 0.0
+
+    saved = tmp_path / "turned_down.json"
+    code, _, err = run(capsys, "render", mono, "-o", tmp_path / "turned_down.wav", "--params", settings, "--bit-depth",
+                       "32f", "--no-limiter", "--limit", "--ceiling", "-1", "--save-params", saved)
+    assert code == 0, err
+    assert "dmst: warning:" not in err
+    y, sr = sf.read(tmp_path / "turned_down.wav", dtype="float32", always_2d=True)
+    assert true_peak_dbfs(y.T, sr) == pytest.approx(-1.0, abs=0.01)
     ratio = y[np.abs(hot) > 0.1] / hot[np.abs(hot) > 0.1]
     assert np.ptp(ratio) < 1e-4  # one gain for the whole file: nothing else changed
     # The saved settings include the gain change, so they reproduce the file.
     loudness = json.loads(saved.read_text())["output"]["loudness_lufs"]
     assert loudness == pytest.approx(-6.0 + 20 * np.log10(ratio.mean()), abs=1e-3)
+
+    code, _, err = run(capsys, "render", mono, "-o", tmp_path / "x.wav", "--params", settings, "--limit")
+    assert code == 0 and "--limit is deprecated" in err
+    code, _, err = run(capsys, "render", mono, "-o", tmp_path / "y.wav", "--params", settings, "--ceiling", "-20")
+    assert_one_line_error(code, err, "--ceiling", "-12 to 0")
 
 
 def test_presets_command_lists_every_preset(capsys, tmp_path):
@@ -387,3 +409,32 @@ def test_params_output_works_with_jq_as_the_readme_shows(tmp_path):
     assert jq.returncode == 0 and float(jq.stdout) == pytest.approx(10000.0)
     jq = subprocess.run(["jq", ".compressor"], input=proc.stdout, capture_output=True, text=True)
     assert jq.returncode == 0 and set(json.loads(jq.stdout)) == {p.name for p in schema.SCHEMA if p.group == "compressor"}
+
+
+def test_plot_draws_the_new_stages_from_the_effects():
+    """dmst plot's de-esser panel peaks at frequency_hz and its space panel shows echoes every time_ms, each
+    20 log10(feedback) dB (within 0.3 dB) below the one before (wide loop filters), as the delay's definition says."""
+    import matplotlib.pyplot as plt
+
+    from dmst.cli import draw_settings
+
+    settings = schema.default_dict()
+    settings["deesser"].update(frequency_hz=7000.0, range_db=6.0)
+    settings["delay"].update(time_ms=200.0, feedback=0.5, low_pass_hz=20000.0, high_pass_hz=20.0, send_db=-12.0)
+    settings["reverb"].update(send_db=-20.0)
+    fig = draw_settings(settings, 48000)
+    try:
+        by_title = {ax.get_title().split(" ")[0]: ax for ax in fig.axes}
+        side = by_title["De-esser"].lines[0]
+        f, g = side.get_xdata(), side.get_ydata()
+        assert f[np.argmax(g)] == pytest.approx(7000.0, rel=0.01) and g.max() == pytest.approx(0.0, abs=0.05)
+        space = by_title["Space:"]
+        assert len(space.lines) == 2  # the delay and the reverb
+        t, e = space.lines[0].get_xdata(), space.lines[0].get_ydata()
+        peaks = [e[np.argmin(np.abs(t - k * 0.2)) - 1: np.argmin(np.abs(t - k * 0.2)) + 2].max() for k in (1, 2, 3, 4)]
+        # Both channels' energy (+3 dB) at the send level; the loop filters (20 Hz-20 kHz at 48 kHz) take up to 1 dB
+        # off the first pass of a full-band impulse and about 0.2 dB off each later one.
+        assert peaks[0] - 10 * np.log10(2) == pytest.approx(-12.0, abs=1.0)
+        assert np.diff(peaks) == pytest.approx([20 * np.log10(0.5)] * 3, abs=0.3)
+    finally:
+        plt.close(fig)

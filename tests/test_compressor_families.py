@@ -203,12 +203,15 @@ def _v2_settings():
 
 
 def test_v2_settings_json_is_migrated_with_the_new_parameters_at_their_defaults():
+    """Every parameter v3 added gets its default, except the limiter: v2 had none, so it is off (0 dBTP)."""
     doc = _v2_settings()
     assert doc["schema_version"] == 2 and "detector_rms" not in doc["compressor"]
     params = schema.from_json(json.dumps(doc))
+    assert params["limiter"]["ceiling_dbtp"] == schema.LIMITER_OFF_DBTP == schema.BY_KEY["limiter.ceiling_dbtp"].maximum
     for key in schema.ADDED_IN[3]:
         group, name = key.split(".")
-        assert params[group][name] == schema.BY_KEY[key].default
+        if key != "limiter.ceiling_dbtp":
+            assert params[group][name] == schema.BY_KEY[key].default
     for group, values in doc.items():
         if group in schema.GROUPS:
             assert all(params[group][n] == v for n, v in values.items())  # the file's values are kept exactly
@@ -244,7 +247,7 @@ def test_bundled_v2_model_is_migrated_and_predicts_the_v2_settings_exactly():
 
     assert torch.load(resolve_model_path("default"), weights_only=True)["schema_version"] == 2
     ckpt = read_checkpoint(resolve_model_path("default"))
-    assert ckpt["schema_version"] == schema.SCHEMA_VERSION and ckpt["migrated"]["defaults"] == list(schema.ADDED_IN[3])
+    assert ckpt["schema_version"] == schema.SCHEMA_VERSION and ckpt["migrated"]["defaults"] == list(schema.added_since(2))
     model = load_model("default")
     x, sr = sf.read(Path(__file__).resolve().parents[1] / "examples" / "sing_me_a_song.wav", dtype="float32", always_2d=True)
     got = model.predict(x[:sr].T, sr)

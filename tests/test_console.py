@@ -35,8 +35,10 @@ def _params(values: dict, batch: int = 1) -> dict:
     return {k: torch.full((batch,), float(v)) for k, v in values.items()}
 
 
-# A clearly non-default vocal chain, physical units, in schema order.
-TARGET = dict(zip(schema.KEYS, [
+V2_GROUPS = ("eq", "compressor", "saturation", "output")
+# A clearly non-default vocal chain of the v2 console's parameters, physical units, in schema order; the
+# stages v3 added at their defaults (tests/test_console_v3.py sets every stage).
+TARGET = {p.key: p.default for p in schema.SCHEMA} | dict(zip([k for k in schema.KEYS if k.split(".")[0] in V2_GROUPS], [
     100.0, 200.0, -3.0,          # high-pass, low shelf freq / gain
     400.0, -4.0, 1.5,            # low-mid
     2000.0, 3.0, 1.0,            # mid
@@ -60,22 +62,25 @@ def test_target_setting_is_valid():
 # ---------------------------------------------------------------------------
 
 def test_every_parameter_gets_a_finite_nonzero_gradient():
-    """MR-STFT loss through the console: all 25 normalised parameters of both batch items get finite, non-zero grads."""
+    """MR-STFT loss through the console: all parameters of both batch items get finite, non-zero grads."""
     x = _voice().expand(2, 1, -1).contiguous()
     x[1] = torch.roll(x[1], 10000, dims=-1)  # two different clips
     staging = staging_gain_db(x, FS)
     # Mid-range settings.  Not exactly 0.5: that puts every EQ gain at 0 dB, where a bell or
     # shelf is the identity and its frequency and Q have an exactly zero gradient.
     u = torch.tensor([[0.55] * schema.NUM_PARAMS, [0.35 + 0.3 * (i % 2) for i in range(schema.NUM_PARAMS)]], requires_grad=True)
-    y = render(x, FS, schema.denormalize(u), staging)
+    y = render(x, FS, schema.denormalize(u), staging, output_channels=2)  # the sends are on: stereo
     with torch.no_grad():
-        target = render(x, FS, _params(TARGET, 2), staging)
+        target = render(x, FS, _params(TARGET, 2), staging, output_channels=2)
     loss = _mrstft()(y, target)
     loss.backward()
     g = u.grad
     assert g.shape == (2, schema.NUM_PARAMS)
     assert torch.isfinite(g).all()
-    dead = [(b, schema.KEYS[i]) for b in range(2) for i in range(schema.NUM_PARAMS) if g[b, i] == 0]
+    # The gate, the de-esser and the limiter act only where the level crosses their thresholds, which
+    # mid-range settings need not reach on this clip: tests/test_console_v3.py checks them with settings that do.
+    checked = [i for i, k in enumerate(schema.KEYS) if k.split(".")[0] not in ("gate", "deesser", "limiter")]
+    dead = [(b, schema.KEYS[i]) for b in range(2) for i in checked if g[b, i] == 0]
     assert not dead, f"zero gradient for {dead}"
 
 
@@ -104,7 +109,7 @@ def test_optimising_parameters_recovers_a_known_chain(one_thread):
     x = _voice()
     staging = staging_gain_db(x, FS)
     with torch.no_grad():
-        target = render(x, FS, _params(TARGET), staging)
+        target = render(x, FS, _params(TARGET), staging, output_channels=2)
     loss_fn = _mrstft()
     u0 = schema.default_normalized()[None].clamp(1e-3, 1 - 1e-3)
     logit = torch.log(u0 / (1 - u0)).requires_grad_(True)
@@ -114,7 +119,8 @@ def test_optimising_parameters_recovers_a_known_chain(one_thread):
     history = []
     for _ in range(steps):
         opt.zero_grad()
-        loss = loss_fn(render(x, FS, schema.denormalize(torch.sigmoid(logit)), staging), target)
+        # Stereo both: from the defaults the sends sit a hair above off (the logits' clamp), which is stereo.
+        loss = loss_fn(render(x, FS, schema.denormalize(torch.sigmoid(logit)), staging, output_channels=2), target)
         loss.backward()
         opt.step()
         sched.step()

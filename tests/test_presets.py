@@ -26,10 +26,12 @@ EXPECTED = {
     "aggressive": {
         "compressor.ratio": "+", "compressor.threshold_db": "-", "saturation.drive_db": "+",
         "eq.presence_gain_db": "+", "eq.high_shelf_gain_db": "+",
+        "delay.time_ms": 110.0, "delay.feedback": 0.15, "delay.send_db": -24.0, "reverb.decay_s": "-",
     },
     "smooth": {
         "compressor.ratio": "-", "compressor.attack_ms": "+", "compressor.release_ms": "+",
         "eq.high_shelf_gain_db": "-", "eq.low_shelf_gain_db": "+",
+        "reverb.send_db": -24.0, "reverb.decay_s": "+", "reverb.damping_hz": "-",
     },
     "bright": {"eq.presence_gain_db": "+", "eq.high_shelf_gain_db": "+", "eq.high_shelf_freq_hz": 10000.0},
     "warm": {
@@ -39,6 +41,11 @@ EXPECTED = {
     "punchy": {
         "compressor.attack_ms": "-", "compressor.release_ms": "-", "compressor.ratio": "+",
         "eq.low_mid_gain_db": "+",
+    },
+    "dry": {"delay.send_db": -60.0, "reverb.send_db": -60.0},
+    "spacious": {
+        "reverb.send_db": -16.0, "reverb.decay_s": 2.5, "reverb.pre_delay_ms": 40.0, "reverb.width": 1.0,
+        "delay.time_ms": 350.0, "delay.feedback": 0.35, "delay.spread": 0.9, "delay.send_db": -26.0,
     },
 }
 
@@ -169,6 +176,52 @@ def test_preset_does_what_its_description_promises_on_the_render(predicted, pres
         change, part = full[measure] - before[measure], half[measure] - before[measure]
         assert (change if sign == "+" else -change) >= 0.05, (measure, change)
         assert 0 < part / change < 1, (measure, part, change)
+
+
+PAUSES = ROOT / "examples" / "audioflux_voice.wav"  # phrases with pauses between them
+
+
+def _pause_energy_db(params_list) -> list[float]:
+    """For each setting, the energy in the pauses of examples/audioflux_voice.wav's render (the 100 ms frames where the
+    render with no space is more than 30 dB below its loudest frame), in dB of the whole render's energy."""
+    audio, sr = sf.read(PAUSES, dtype="float32", always_2d=True)
+    renders = [np.asarray(dmst.render(audio.T.copy(), sr, p))[0].astype(np.float64) for p in params_list]
+    hop = sr // 10
+
+    def frames(y):
+        return (y[..., : y.shape[-1] // hop * hop].reshape(*y.shape[:-1], -1, hop) ** 2).sum(-1)
+
+    dry = frames(renders[0]).sum(0) if renders[0].ndim == 2 else frames(renders[0])
+    pauses = 10 * np.log10(dry + 1e-20) < 10 * np.log10(dry.max()) - 30
+    assert pauses.sum() >= 10  # the clip has pauses to measure (guards the test)
+    out = []
+    for y in renders:
+        e = frames(y.reshape(-1, y.shape[-1])).sum(0)
+        out.append(10 * math.log10(e[pauses].sum() / e.sum()))
+    return out
+
+
+def test_spacious_fills_the_pauses_and_dry_empties_them_again(presets):
+    """The bundled model predicts no space (sends off): spacious raises the energy in the pauses (the reverb and echo
+    tails) by more than 10 dB, half the amount part of the way, and dry on top of spacious gives the dry render back."""
+    audio, sr = sf.read(PAUSES, dtype="float32", always_2d=True)
+    model = load_model("default").predict(torch.from_numpy(audio.T.copy()), sr)
+    spacious = apply_presets(model, ["spacious"], presets=presets)
+    half = apply_presets(model, ["spacious"], amount=0.5, presets=presets)
+    both = apply_presets(model, ["spacious", "dry"], presets=presets)
+    none, full, part, dried = _pause_energy_db([model, spacious, half, both])
+    assert full - none > 10, (none, full)
+    assert none < part < full
+    assert dried == pytest.approx(none, abs=0.01)
+
+
+def test_smooth_and_aggressive_add_space_to_a_dry_model(presets):
+    """Both presets add a space (smooth a room, aggressive a slapback echo) to the bundled model's dry prediction."""
+    audio, sr = sf.read(PAUSES, dtype="float32", always_2d=True)
+    model = load_model("default").predict(torch.from_numpy(audio.T.copy()), sr)
+    none, smooth, aggressive = _pause_energy_db([model] + [apply_presets(model, [n], presets=presets)
+                                                           for n in ("smooth", "aggressive")])
+    assert smooth - none > 3 and aggressive - none > 3, (none, smooth, aggressive)
 
 
 def test_modern_clean_renders_the_model_unchanged(predicted, presets):
@@ -309,8 +362,8 @@ def test_empty_user_file_adds_nothing(tmp_path):
 
 BAD_FILES = {
     "unknown group": (
-        "x:\n  description: d\n  reverb:\n    mix: {add: 1}\n",
-        ["'reverb'", "eq, compressor, saturation, output", "preset 'x'"],
+        "x:\n  description: d\n  chorus:\n    mix: {add: 1}\n",
+        ["'chorus'", "gate, eq, compressor, deesser, post_eq, saturation, delay, reverb, output, limiter", "preset 'x'"],
     ),
     "unknown parameter": (
         "x:\n  description: d\n  eq:\n    hi_shelf_gain_db: {add: 1}\n",

@@ -87,11 +87,11 @@ def _valid() -> dict:
 def test_rejects_unknown_group():
     """An unknown group is named, with the valid groups listed."""
     d = _valid()
-    d["reverb"] = {"mix": 0.2}
+    d["chorus"] = {"mix": 0.2}
     with pytest.raises(ParamError) as e:
         schema.validate(d)
     msg = str(e.value)
-    assert "reverb" in msg and all(g in msg for g in schema.GROUPS)
+    assert "chorus" in msg and all(g in msg for g in schema.GROUPS)
     with pytest.raises(ParamError, match="reverb"):
         schema.from_json(json.dumps(d))
 

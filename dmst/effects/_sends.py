@@ -15,12 +15,15 @@ from ._path import render_path
 
 PARTITIONED_MIN_LENGTH = 2**19  # signals at least this long (and 4x the response) use partitioned convolution
 MIN_BLOCK, MAX_BLOCK = 2**13, 2**18
-SEND_OFF_DB = -60.0  # a send at or below this is off: its return is exactly zero
+SEND_OFF_DB = -60.0  # the bottom of send_db's range: the send is off, its return exactly zero
+# ... and so within this much above it: where an encoder's clamped sigmoid (u = 1e-3, 0.06 dB
+# up) or a fit started from the defaults lands, a send is off too, not a stereo mix at -60 dB.
+OFF_ZONE_DB = 0.1
 
 
 def send_gain(send_db: torch.Tensor) -> torch.Tensor:
-    """Linear gain of a send level in dB; exactly 0 at or below :data:`SEND_OFF_DB`."""
-    return torch.where(send_db <= SEND_OFF_DB, torch.zeros_like(send_db), 10 ** (send_db / 20))
+    """Linear gain of a send level in dB; exactly 0 at or below :data:`SEND_OFF_DB` + :data:`OFF_ZONE_DB`."""
+    return torch.where(send_db <= SEND_OFF_DB + OFF_ZONE_DB, torch.zeros_like(send_db), 10 ** (send_db / 20))
 
 
 def fast_length(n: int) -> int:

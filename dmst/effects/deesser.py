@@ -39,6 +39,13 @@ def deesser_curve(level_db: torch.Tensor, threshold_db, range_db) -> torch.Tenso
     return torch.maximum(torch.clamp(threshold_db - level_db, max=0.0), -range_db)
 
 
+def sidechain_level_db(x: torch.Tensor, sample_rate: float, frequency_hz: torch.Tensor) -> torch.Tensor:
+    """(batch, channels, n) -> (batch, n): the linked peak level in dBFS of the sidechain band at ``frequency_hz``."""
+    section = biquad("band_pass", torch.clamp(frequency_hz.double(), max=max_freq(sample_rate)), 0.0, SIDECHAIN_Q,
+                     sample_rate)
+    return peak_db(apply_sos(x, torch.stack([section, section], dim=-2).reshape(x.shape[0], 2, 6)))
+
+
 def split_sos(sample_rate: float, frequency_hz: torch.Tensor) -> torch.Tensor:
     """The low band's filter (before it is applied zero-phase): (batch, 2, 6)."""
     return butterworth_sos("low_pass", SPLIT_ORDER, torch.clamp(SPLIT_RATIO * frequency_hz.double(), max=max_freq(sample_rate)),
@@ -67,11 +74,7 @@ def deesser(x: torch.Tensor, sample_rate: float, frequency_hz, threshold_db, ran
     render = render_path(x, frequency_hz, threshold_db, range_db, attack_ms, release_ms)
     if render and bool((range_db == 0).all()):  # off: exactly the input, and no work
         return (x.clone(), torch.zeros(batch, x.shape[-1], dtype=x.dtype)) if return_gain else x.clone()
-    fmax = max_freq(sample_rate)
-    section = biquad("band_pass", torch.clamp(frequency_hz.double(), max=fmax), 0.0, SIDECHAIN_Q, sample_rate)
-    band = apply_sos(x, torch.stack([section, section], dim=-2).reshape(batch, 2, 6))
-    target = deesser_curve(peak_db(band), threshold_db[:, None], range_db[:, None])
-    del band
+    target = deesser_curve(sidechain_level_db(x, sample_rate, frequency_hz), threshold_db[:, None], range_db[:, None])
     gain_db = smooth_gain_db(target, attack_ms, release_ms, sample_rate, render)
     high = high_band(x, sample_rate, frequency_hz, render)
     y = x + (db_to_gain(gain_db) - 1.0).unsqueeze(1) * high

@@ -16,7 +16,9 @@ Giannoulis, Massberg and Reiss, JAES 2012, with the lookahead of a brickwall lim
 
 The render is offline, so the lookahead costs no latency: the gain is computed from
 the whole file and the output is aligned with the input.  Below the ceiling the
-gain is exactly 0 dB: the limiter is then an exact bypass.
+gain is exactly 0 dB: the limiter is then an exact bypass.  At ``OFF_DBTP`` (0 dBTP,
+the top of ``limiter.ceiling_dbtp``'s range) the limiter is off: an exact bypass
+whatever the peaks (what a migrated v2 settings file gets: v2 had no limiter).
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from .resample import TRUE_PEAK_RESAMPLE, upsample, upsample_phases
 OVERSAMPLE = 4
 LOOKAHEAD_MS = 1.5
 FLOOR = 1e-9  # -180 dBFS: peaks of silence
+OFF_DBTP = 0.0  # a ceiling at or above this is no limiter (dmst.schema.LIMITER_OFF_DBTP)
 
 
 def interval_peaks(x: torch.Tensor, render: bool) -> torch.Tensor:
@@ -50,6 +53,9 @@ def limiter(x: torch.Tensor, sample_rate: float, ceiling_dbtp=-1.0, release_ms=1
     batch, _, n = x.shape
     ceiling_dbtp, release_ms = per_item(ceiling_dbtp, batch, x), per_item(release_ms, batch, x)
     render = render_path(x, ceiling_dbtp, release_ms)
+    off = ceiling_dbtp >= OFF_DBTP
+    if bool(off.all()):  # no limiter: exactly the input, and no work
+        return (x.clone(), x.new_zeros(batch, n)) if return_gain else x.clone()
     window = max(1, round(LOOKAHEAD_MS * sample_rate / 1000))
     peaks = interval_peaks(x, render)
     peaks = torch.maximum(peaks, torch.nn.functional.pad(peaks[:, :-1], (1, 0)))  # both intervals around sample t
@@ -61,5 +67,6 @@ def limiter(x: torch.Tensor, sample_rate: float, ceiling_dbtp=-1.0, release_ms=1
     ahead = -sliding_max(-need_db, window, lookahead=True)
     held = hold_db(ahead, release_ms, sample_rate, render)
     gain_db = moving_average(held, window)[:, window - 1:]
+    gain_db = torch.where(off[:, None], torch.zeros_like(gain_db), gain_db)
     y = x * db_to_gain(gain_db).unsqueeze(1)
     return (y, gain_db) if return_gain else y
