@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from dmst import schema
 from dmst.console import render
-from dmst.data import (DUAL_MONO_DB, DataError, check_dir, excerpt_loudness_offset_lu, random_crop, resample, song_of, split_by_song,
+from dmst.data import (DataError, check_dir, excerpt_loudness_offset_lu, random_crop, resample, song_of, split_by_song,
                        to_layout)
 from dmst.encoder import DmstModel, Encoder, ModelError, model_from_checkpoint, read_checkpoint
 from dmst.encoder.features import SAMPLE_RATE
@@ -118,16 +118,15 @@ def predict_and_render(encoder, raw, context, sample_rate=SAMPLE_RATE, channels=
     """The whole differentiable path: staged raw -> encoder -> settings -> console -> mix (in ``channels``).
 
     The encoder hears the mean of the channels at 44.1 kHz, as ``DmstModel.predict`` does.
-    A mono batch for a stereo layout is rendered once and copied to both channels: the
-    console treats channels alike, so that is the centred render at half the cost, once
-    its loudness target is lowered by the 3.01 dB that the copy adds (BS.1770 sums channels).
+    A mono batch for a stereo layout runs the console's dry chain once, on the mono take, and
+    asks the console for a stereo output: the dry voice centred, the delay and reverb returns
+    in stereo, the loudness measured on both channels (BS.1770 sums them).
     """
     staging, offset = context
     heard = resample(raw.mean(1), sample_rate, SAMPLE_RATE)
     params = schema.denormalize(encoder(heard * 10 ** (staging[:, None] / 20)))
     if channels == 2 and raw.shape[1] == 1:
-        y = render(raw, sample_rate, params, staging_db=staging, excerpt_offset_lu=offset - DUAL_MONO_DB)
-        return to_layout(y, 2)
+        return render(raw, sample_rate, params, staging_db=staging, excerpt_offset_lu=offset, output_channels=2)
     return render(raw, sample_rate, params, staging_db=staging, excerpt_offset_lu=offset)
 
 

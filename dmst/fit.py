@@ -18,7 +18,7 @@ import torch
 
 from . import schema
 from .console import render
-from .data import DUAL_MONO_DB, Pair, check_pairs, excerpt_loudness_offset_lu, to_layout
+from .data import Pair, check_pairs, excerpt_loudness_offset_lu, to_layout
 from .effects.gain import integrated_loudness, staging_gain_db
 from .losses import MixLoss
 
@@ -85,12 +85,13 @@ def fit_params(raw: torch.Tensor, mixed: torch.Tensor, sample_rate: int, steps: 
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     loss_fn = MixLoss(sample_rate)
 
-    # A mono raw rendered once and copied measures 3.01 dB louder: its target is lowered by that much.
-    copy_db = DUAL_MONO_DB if raw.shape[0] == 1 and channels == 2 else 0.0
+    # A mono raw for a stereo mix: the dry chain runs once, the console returns stereo (centred dry, stereo sends).
+    layout = 2 if raw.shape[0] == 1 and channels == 2 else None
 
     def loss_of(u_logits, idx):
         params = schema.denormalize(torch.sigmoid(u_logits).expand(len(idx), -1))
-        y = render(raw_x[idx], sample_rate, params, staging_db=staging[idx], excerpt_offset_lu=offset[idx] - copy_db)
+        y = render(raw_x[idx], sample_rate, params, staging_db=staging[idx], excerpt_offset_lu=offset[idx],
+                   output_channels=layout)
         return loss_fn(to_layout(y, channels), mix_x[idx])
 
     whole_batch = per_step == raw_x.shape[0]
