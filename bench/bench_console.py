@@ -60,6 +60,21 @@ TYPICAL = {
     "output.loudness_lufs": -16.0,
 }
 
+
+def _migrated(flat_v2: dict) -> dict:
+    """The v2 chain above with the v3 stages as a migrated v2 file has them (neutral, the limiter
+    off), so the comparison with pedalboard's chain of the same effects stays like for like."""
+    from dmst import schema
+
+    nested: dict = {}
+    for key, value in flat_v2.items():
+        group, name = key.split(".", 1)
+        nested.setdefault(group, {})[name] = value
+    return schema.flatten(schema.migrate(nested, 2))
+
+
+TYPICAL = _migrated(TYPICAL)
+
 CASES = {
     "3 min mono 44.1 kHz": dict(seconds=180.0, channels=1, sample_rate=44100),
     "10 min stereo 48 kHz": dict(seconds=600.0, channels=2, sample_rate=48000),
