@@ -50,6 +50,7 @@ import soundfile as sf
 import torch
 
 from . import _torchaudio
+from .effects._sends import fast_length
 from .effects.gain import MIN_LOUDNESS_LUFS, integrated_loudness, staging_gain_db
 
 DEFAULT_SAMPLE_RATE = 44100
@@ -385,20 +386,8 @@ def _band_weight(nfft: int, rate: int, band: tuple[float, float]) -> torch.Tenso
 
 
 def _fast_length(n: int) -> int:
-    """Smallest even 2^a 3^b 5^c >= n (a length the FFT handles fast)."""
-    best = 1 << int(math.ceil(math.log2(max(n, 2))))
-    p5 = 1
-    while p5 < best:
-        p35 = p5
-        while p35 < best:
-            v = p35
-            while v < n:
-                v *= 2
-            if v % 2 == 0 and v < best:
-                best = v
-            p35 *= 3
-        p5 *= 5
-    return best
+    """Smallest even 2^a 3^b 5^c >= n (a length the FFT handles fast): twice the 5-smooth length of n / 2."""
+    return 2 * fast_length((n + 1) // 2)
 
 
 def _whiten(x: torch.Tensor, nfft: int, rate: int) -> torch.Tensor:
