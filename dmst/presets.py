@@ -16,7 +16,8 @@ the project)::
 ``amount`` (0..2) scales every change of a preset: ``add`` becomes ``value + A*delta``,
 ``mul`` becomes ``value * factor**A`` (geometric, so 0 is no change, 1 the preset, 2
 twice the preset) and ``set`` becomes ``value + A*(target - value)`` (interpolation;
-A > 1 goes past the target).  Every result is clamped to the schema's range.  Presets
+A > 1 goes past the target).  Every result is clamped to the schema's range (a
+discrete row, such as ``eq.high_pass_slope_db``, lands on its nearest choice).  Presets
 stack in the order given, each applied to the result of the previous one.
 """
 from __future__ import annotations
@@ -252,7 +253,7 @@ def apply_presets(
     for preset in chosen:
         for change in preset.changes:
             p = schema.BY_KEY[change.key]
-            flat[change.key] = min(max(change.apply(flat[change.key], amount), p.minimum), p.maximum)
+            flat[change.key] = p.nearest(change.apply(flat[change.key], amount))  # in range; a discrete row: a choice
     return schema.nest(flat)
 
 

@@ -38,15 +38,35 @@ class Param:
     minimum: float
     maximum: float
     default: float
-    scale: str  # "log" or "linear"
+    scale: str  # "log", "linear", or "discrete" (one of ``choices``)
     description: str
+    choices: tuple[float, ...] = ()  # a discrete row: the only values it takes, in increasing order
 
     @property
     def key(self) -> str:
         return f"{self.group}.{self.name}"
 
+    @property
+    def discrete(self) -> bool:
+        return bool(self.choices)
+
+    def nearest(self, value):
+        """The choice nearest to ``value`` (float or tensor) for a discrete row; ``value`` in range otherwise."""
+        if not self.discrete:
+            return torch.clamp(value, self.minimum, self.maximum) if torch.is_tensor(value) else min(max(value, self.minimum), self.maximum)
+        if torch.is_tensor(value):
+            choices = torch.tensor(self.choices, dtype=value.dtype, device=value.device)
+            return choices[(value[..., None] - choices).abs().argmin(-1)]
+        return min(self.choices, key=lambda c: abs(c - value))
+
     def normalize(self, value):
-        """Physical value (float or tensor) -> [0, 1]."""
+        """Physical value (float or tensor) -> [0, 1].  A discrete row: its choice's index over (count - 1)."""
+        if self.discrete:
+            n = len(self.choices) - 1
+            if torch.is_tensor(value):
+                choices = torch.tensor(self.choices, dtype=value.dtype, device=value.device)
+                return (value[..., None] - choices).abs().argmin(-1).to(value.dtype) / n
+            return self.choices.index(self.nearest(value)) / n
         if self.scale == "log":
             lo, hi = math.log(self.minimum), math.log(self.maximum)
             v = torch.log(value) if torch.is_tensor(value) else math.log(value)
@@ -54,7 +74,13 @@ class Param:
         return (value - self.minimum) / (self.maximum - self.minimum)
 
     def denormalize(self, u):
-        """[0, 1] (float or tensor) -> physical value."""
+        """[0, 1] (float or tensor) -> physical value.  A discrete row: the choice at the rounded index (no gradient)."""
+        if self.discrete:
+            n = len(self.choices) - 1
+            if torch.is_tensor(u):
+                index = torch.round(u.detach() * n).clamp(0, n).long()
+                return torch.tensor(self.choices, dtype=u.dtype, device=u.device)[index]
+            return self.choices[min(max(round(u * n), 0), n)]
         if self.scale == "log":
             lo, hi = math.log(self.minimum), math.log(self.maximum)
             v = lo + u * (hi - lo)
@@ -66,6 +92,12 @@ def _p(group, name, unit, lo, hi, default, scale, description):
     return Param(group, name, unit, float(lo), float(hi), float(default), scale, description)
 
 
+def _choice(group, name, unit, choices, default, description):
+    """A discrete row: only the values in ``choices``.  The encoder does not predict it; a model holds a fixed value."""
+    choices = tuple(float(c) for c in choices)
+    return Param(group, name, unit, choices[0], choices[-1], float(default), "discrete", description, choices)
+
+
 # fmt: off
 SCHEMA: tuple[Param, ...] = (
     # Gate/expander (schema v3), before the EQ: room noise and breaths between phrases.  Range 0 dB: off (a bypass).
@@ -75,7 +107,8 @@ SCHEMA: tuple[Param, ...] = (
     _p("gate", "attack_ms",         "ms",   0.1,  50,   1,    "log",    "Time constant of the gate opening (63% of a step of the gain in dB)"),
     _p("gate", "release_ms",        "ms",   10,   1000, 100,  "log",    "Time constant of the gate closing, after the 20 ms hold (63% of a step)"),
     # EQ: RBJ-cookbook biquads, in this order in the signal path.
-    _p("eq", "high_pass_freq_hz",   "Hz", 16,    500,   30,    "log",    "High-pass cutoff (12 dB/octave, Butterworth Q 0.707)"),
+    _p("eq", "high_pass_freq_hz",   "Hz", 16,    500,   30,    "log",    "High-pass cutoff (Butterworth, of the order high_pass_slope_db sets)"),
+    _choice("eq", "high_pass_slope_db", "dB/octave", (6, 12, 18, 24), 12, "High-pass slope: a Butterworth of order slope / 6 (12: schema v2's Q 0.707 section)"),
     _p("eq", "low_shelf_freq_hz",   "Hz", 40,    500,   150,   "log",    "Low-shelf corner frequency"),
     _p("eq", "low_shelf_gain_db",   "dB", -12,   12,    0,     "linear", "Low-shelf gain"),
     _p("eq", "low_mid_freq_hz",     "Hz", 100,   1000,  300,   "log",    "Low-mid peaking band centre"),
@@ -150,8 +183,12 @@ ADDED_IN: dict[int, tuple[str, ...]] = {
         "post_eq.high_shelf_gain_db",
         "delay.time_ms", "delay.feedback", "delay.low_pass_hz", "delay.high_pass_hz", "delay.spread", "delay.send_db",
         "reverb.decay_s", "reverb.pre_delay_ms", "reverb.damping_hz", "reverb.width", "reverb.send_db",
-        "limiter.ceiling_dbtp", "limiter.release_ms"),
+        "limiter.ceiling_dbtp", "limiter.release_ms",
+        "eq.high_pass_slope_db"),
 }
+# Rows added to a version after files of that version were written: such a file may lack
+# them, and means their default (before eq.high_pass_slope_db, every high-pass was 12 dB/octave).
+ADDED_LATE: dict[int, tuple[str, ...]] = {3: ("eq.high_pass_slope_db",)}
 LIMITER_OFF_DBTP = 0.0  # limiter.ceiling_dbtp at its maximum: the limiter is off (an exact bypass)
 # The value a *settings file* of an older version gets for a parameter it lacks, where that is
 # not the default: v2 had no limiter, so a v2 file gets it off and renders exactly as it did.
@@ -178,6 +215,7 @@ KEYS: tuple[str, ...] = tuple(p.key for p in SCHEMA)
 BY_KEY: dict[str, Param] = {p.key: p for p in SCHEMA}
 GROUPS: tuple[str, ...] = tuple(dict.fromkeys(p.group for p in SCHEMA))
 NUM_PARAMS = len(SCHEMA)
+DISCRETE_KEYS: tuple[str, ...] = tuple(p.key for p in SCHEMA if p.discrete)  # held fixed by a model, not predicted
 
 # Flat dict of tensors: {"eq.high_pass_freq_hz": Tensor(batch), ...}; what effects consume.
 FlatParams = dict[str, torch.Tensor]
@@ -185,7 +223,10 @@ FlatParams = dict[str, torch.Tensor]
 
 def _describe(p: Param) -> str:
     unit = f" {p.unit}" if p.unit else ""
+    if p.discrete:
+        return f"{p.key} must be one of {', '.join(f'{c:g}' for c in p.choices)}{unit}"
     return f"{p.key} must be between {p.minimum:g} and {p.maximum:g}{unit}"
+
 
 
 # ---------------------------------------------------------------------------
@@ -262,6 +303,8 @@ def check_value(key: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ParamError(f"{key} must be a number, got {value!r}")
     v = float(value)
+    if p.discrete and v not in p.choices:
+        raise ParamError(f"{key} = {value!r} is not a valid choice: {_describe(p)}")
     if not math.isfinite(v) or v < p.minimum or v > p.maximum:
         raise ParamError(f"{key} = {value!r} is out of range: {_describe(p)}")
     return v
@@ -292,14 +335,10 @@ def validate(nested: Mapping, partial: bool = False) -> dict[str, dict[str, floa
 
 
 def clamp(nested: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
-    """Clamp every value of a nested dict into its schema range (for computed values, not user input)."""
-    out = {}
-    for group, values in nested.items():
-        out[group] = {}
-        for name, v in values.items():
-            p = BY_KEY[f"{group}.{name}"]
-            out[group][name] = min(max(float(v), p.minimum), p.maximum)
-    return out
+    """Clamp every value of a nested dict into its schema range, a discrete one to its nearest choice
+    (for computed values, not user input)."""
+    return {group: {name: BY_KEY[f"{group}.{name}"].nearest(float(v)) for name, v in values.items()}
+            for group, values in nested.items()}
 
 
 # ---------------------------------------------------------------------------
@@ -320,6 +359,12 @@ def added_since(version: int) -> tuple[str, ...]:
     return tuple(k for k in KEYS if k in new)
 
 
+def may_lack(version: int) -> tuple[str, ...]:
+    """The keys a file of ``version`` may lack and still be read: those added since, and those added late to it."""
+    late = set(ADDED_LATE.get(version, ()))
+    return tuple(k for k in KEYS if k in late or k in set(added_since(version)))
+
+
 def keys_of_version(version: int) -> tuple[str, ...]:
     """The parameter keys, in order, of a (readable) schema ``version``."""
     missing = set(added_since(version))
@@ -327,15 +372,16 @@ def keys_of_version(version: int) -> tuple[str, ...]:
 
 
 def migrate(nested: Mapping, version: int) -> dict:
-    """A nested dict of an older ``version`` with every parameter added since at its default
-    (or its :data:`MIGRATED_VALUE`: the limiter off), so that it renders as it did.
+    """A nested dict of an older ``version`` with every parameter added since (or added late to
+    ``version``, :data:`ADDED_LATE`) at its default (or its :data:`MIGRATED_VALUE`: the limiter
+    off), so that it renders as it did.
 
     Values the file has are kept as they are (validation comes after).  Only groups and
     names are filled in; nothing else is interpreted.
     """
     check_version(version)
     out = {g: dict(v) if isinstance(v, Mapping) else v for g, v in nested.items()}
-    for key in added_since(version):
+    for key in may_lack(version):
         p = BY_KEY[key]
         group = out.setdefault(p.group, {})
         if isinstance(group, dict):
@@ -381,7 +427,8 @@ def from_json(text: str) -> dict[str, dict[str, float]]:
 def markdown_table() -> str:
     rows = ["| parameter | unit | min | max | default | scale | meaning |", "|---|---|---|---|---|---|---|"]
     for p in SCHEMA:
-        rows.append(f"| `{p.key}` | {p.unit or '-'} | {p.minimum:g} | {p.maximum:g} | {p.default:g} | {p.scale} | {p.description} |")
+        scale = "one of " + ", ".join(f"{c:g}" for c in p.choices) if p.discrete else p.scale
+        rows.append(f"| `{p.key}` | {p.unit or '-'} | {p.minimum:g} | {p.maximum:g} | {p.default:g} | {scale} | {p.description} |")
     return "\n".join(rows)
 
 

@@ -17,7 +17,9 @@ def _random_physical(rng: np.random.Generator, n: int) -> dict[str, torch.Tensor
     """n random physical values per parameter, spread across the whole range (log-uniform for log scales)."""
     out = {}
     for p in SCHEMA:
-        if p.scale == "log":
+        if p.discrete:
+            v = rng.choice(p.choices, n)
+        elif p.scale == "log":
             v = np.exp(rng.uniform(math.log(p.minimum), math.log(p.maximum), n))
         else:
             v = rng.uniform(p.minimum, p.maximum, n)
@@ -42,6 +44,8 @@ def test_physical_normalized_physical_round_trip():
 def test_normalization_is_log_or_linear_as_declared():
     """The geometric (log) or arithmetic (linear) midpoint of each range maps to 0.5; ends map to 0 and 1."""
     for p in SCHEMA:
+        if p.discrete:
+            continue
         mid = math.sqrt(p.minimum * p.maximum) if p.scale == "log" else (p.minimum + p.maximum) / 2
         assert p.normalize(mid) == pytest.approx(0.5, abs=1e-9), p.key
         assert p.normalize(p.minimum) == pytest.approx(0.0, abs=1e-12)
@@ -161,7 +165,7 @@ def test_defaults_lie_within_ranges():
     for p in SCHEMA:
         assert p.minimum < p.maximum
         assert p.minimum <= p.default <= p.maximum, p.key
-        assert p.scale in ("log", "linear")
+        assert p.scale in ("log", "linear") and not p.choices or p.scale == "discrete" and p.default in p.choices
         if p.scale == "log":
             assert p.minimum > 0
         assert d[p.key].shape == (3,) and torch.all(d[p.key] == torch.tensor(p.default, dtype=torch.float32))

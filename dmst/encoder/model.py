@@ -80,13 +80,13 @@ def to_mono_44k(audio, sample_rate: int, staging_db=None) -> tuple[torch.Tensor,
 
 
 def clamp_to_ranges(params: schema.FlatParams) -> schema.FlatParams:
-    """Each value clamped into its schema range.
+    """Each value clamped into its schema range (a discrete row's: its nearest choice).
 
     A saturated sigmoid gives u = 0 or 1, and ``exp(log(lo) + u (log(hi) - log(lo)))``
     can land a rounding error outside the range (``attack_ms`` 100.00000000000004):
     without this, ``dmst render --params`` would refuse the JSON ``dmst params`` wrote.
     """
-    return {k: torch.clamp(v, schema.BY_KEY[k].minimum, schema.BY_KEY[k].maximum) for k, v in params.items()}
+    return {k: schema.BY_KEY[k].nearest(v) for k, v in params.items()}
 
 
 class DmstModel:
@@ -182,7 +182,8 @@ def migrate_checkpoint(ckpt: dict, path="model") -> dict:
     """A checkpoint dict for the current schema: as it is, or migrated from an older readable version.
 
     Migration grows the encoder's output head by one row per parameter added since the
-    model's schema version (:data:`dmst.schema.ADDED_IN`): zero weights and a default
+    model's schema version (:data:`dmst.schema.ADDED_IN`, or added late to it,
+    :data:`dmst.schema.ADDED_LATE`): zero weights and a default
     logit at the parameter's default, or at its :data:`dmst.schema.TRAINING_START`.  Those
     rows are recorded under ``"migrated"``, and the loaded model predicts exactly their
     defaults (so it renders exactly as before) until it is trained again; training starts
@@ -197,14 +198,16 @@ def migrate_checkpoint(ckpt: dict, path="model") -> dict:
         raise ModelError(f"{e}; retrain or fine-tune it with this dmst") from None
     rows = ckpt.get("schema", [])
     keys = tuple(row["group"] + "." + row["name"] for row in rows)
-    if keys != schema.keys_of_version(version):
+    late = set(schema.ADDED_LATE.get(version, ()))
+    if keys not in (schema.keys_of_version(version), tuple(k for k in schema.keys_of_version(version) if k not in late)):
         raise ModelError(f"{path} was trained for another parameter schema (version {version}); retrain or fine-tune it with this dmst")
     for row, key in zip(rows, keys):
         p = schema.BY_KEY[key]
-        if (float(row["minimum"]), float(row["maximum"]), row["scale"]) != (p.minimum, p.maximum, p.scale):
+        if (float(row["minimum"]), float(row["maximum"]), row["scale"], tuple(row.get("choices", ()))) != \
+                (p.minimum, p.maximum, p.scale, p.choices):
             raise ModelError(f"{path} was trained with {key} in {row['minimum']:g}..{row['maximum']:g} ({row['scale']}), "
                              f"this dmst has {p.minimum:g}..{p.maximum:g} ({p.scale}); retrain or fine-tune it with this dmst")
-    if version == schema.SCHEMA_VERSION:
+    if keys == schema.KEYS:
         return ckpt
     old_index = {k: i for i, k in enumerate(keys)}
     state = dict(ckpt["state_dict"])

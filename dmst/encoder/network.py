@@ -5,6 +5,12 @@ Settings are predicted as offsets from a learned default: the output is
 last layer initialised to zero so an untrained network *is* the default setting.  On
 small datasets the average setting is a strong baseline (Steinmetz et al., DiffVox,
 DAFx 2025), and this parameterisation starts from it instead of from noise.
+
+A discrete row of the schema (``eq.high_pass_slope_db``) is not predicted: a sigmoid
+has no meaning between 12 and 18 dB/octave, and rounding has no gradient.  The encoder
+holds a fixed value for it (``fixed``, recorded in its ``config``, so in the model file;
+schema default unless set), and its output column is that value's normalised form.  The
+head keeps a row for it so that every column indexes the schema alike.
 """
 from __future__ import annotations
 
@@ -22,10 +28,15 @@ def _block(cin, cout):
 class Encoder(nn.Module):
     """(batch, samples) gain-staged mono at 44.1 kHz -> (batch, P) normalised settings in (0, 1)."""
 
-    def __init__(self, width: int = 32, hidden: int = 128, global_only: bool = False):
+    def __init__(self, width: int = 32, hidden: int = 128, global_only: bool = False, fixed: dict | None = None):
         super().__init__()
         self.config = {"width": width, "hidden": hidden, "global_only": global_only}
         self.global_only = global_only
+        mask = torch.tensor([k in schema.DISCRETE_KEYS for k in schema.KEYS])
+        self.register_buffer("fixed_mask", mask, persistent=False)
+        self.register_buffer("fixed_u", schema.default_normalized(), persistent=False)
+        for key, value in {**{k: schema.BY_KEY[k].default for k in schema.DISCRETE_KEYS}, **(fixed or {})}.items():
+            self.fix(key, value)
         self.features = LogMel()
         self.cnn = nn.Sequential(_block(1, width // 2), _block(width // 2, width), _block(width, 2 * width), _block(2 * width, 2 * width))
         embed = 4 * width + N_LEVEL_FEATURES
@@ -34,6 +45,22 @@ class Encoder(nn.Module):
         nn.init.zeros_(self.head[-1].bias)
         u0 = schema.default_normalized().clamp(1e-3, 1 - 1e-3)
         self.default_logits = nn.Parameter(torch.log(u0) - torch.log1p(-u0))
+
+    def fix(self, key: str, value: float) -> None:
+        """Hold discrete row ``key`` at ``value`` (one of its choices); recorded in ``config``."""
+        p = schema.BY_KEY[key]
+        if key not in schema.DISCRETE_KEYS:
+            raise ValueError(f"only a discrete row is held fixed, not {key}")
+        schema.check_value(key, value)
+        self.config["fixed"] = {**self.config.get("fixed", {}), key: float(value)}
+        self.fixed_u[schema.KEYS.index(key)] = p.normalize(float(value))
+
+    @property
+    def fixed(self) -> dict[str, float]:
+        return dict(self.config["fixed"])
+
+    def _settings(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.where(self.fixed_mask, self.fixed_u, torch.sigmoid(logits))
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, samples) -> (batch, embedding): CNN features pooled over time and frequency, plus levels."""
@@ -44,10 +71,10 @@ class Encoder(nn.Module):
 
     def head_from_embedding(self, e: torch.Tensor) -> torch.Tensor:
         if self.global_only:
-            return torch.sigmoid(self.default_logits).expand(e.shape[0], -1)
-        return torch.sigmoid(self.default_logits + self.head(e))
+            return self._settings(self.default_logits).expand(e.shape[0], -1)
+        return self._settings(self.default_logits + self.head(e))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.global_only:  # one setting for every input: no need to listen
-            return torch.sigmoid(self.default_logits).expand(x.shape[0], -1)
+            return self._settings(self.default_logits).expand(x.shape[0], -1)
         return self.head_from_embedding(self.embed(x))

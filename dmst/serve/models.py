@@ -19,8 +19,9 @@ def settings_model():
         for p in schema.SCHEMA:
             if p.group == group:
                 unit = f" [{p.unit}]" if p.unit else ""
+                extra = {"json_schema_extra": {"enum": list(p.choices)}} if p.discrete else {}
                 fields[p.name] = (float, Field(ge=p.minimum, le=p.maximum, description=p.description + unit,
-                                               examples=[p.default]))
+                                               examples=[p.default], **extra))
         groups[group] = (create_model(f"{group.capitalize()}Settings", **fields), ...)
     return create_model("Settings", schema_version=(int, Field(schema.SCHEMA_VERSION)),
                         meta=(dict | None, Field(None, description="model, presets, amount, source")), **groups)
@@ -75,8 +76,9 @@ class ParamInfo(BaseModel):
     minimum: float
     maximum: float
     default: float
-    scale: Literal["log", "linear"]
+    scale: Literal["log", "linear", "discrete"]
     description: str
+    choices: list[float] = Field([], description="a discrete parameter's only values (empty: any in the range)")
 
 
 class SchemaInfo(BaseModel):
