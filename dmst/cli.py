@@ -497,23 +497,28 @@ def draw_settings(nested, sample_rate: int, before=None, after=None):
     import numpy as np
     import torch
 
-    from .effects.saturation import CEILING, MAX_BIAS
     from .effects.compressor import gain_computer
-    from .effects.eq import eq_sos, sos_frequency_response
-    from .effects.post_eq import post_eq_sos
+    from .effects.eq import parametric_eq
+    from .effects.post_eq import post_eq
+    from .effects.saturation import transfer_curve
 
     fig, axes = plt.subplots(3, 2, figsize=(12, 12.5))
     (ax_eq, ax_comp), (ax_sat, ax_ds), (ax_space, ax_spec) = axes
 
-    # EQ magnitude response.
+    # EQ magnitude responses: an impulse through the effects themselves (the render path), its spectrum.
     n_fft = 2**16
-    sos = eq_sos(sample_rate, **nested["eq"])
-    h = sos_frequency_response(sos, n_fft)[0]
+    impulse = torch.zeros(1, 1, n_fft, dtype=torch.float64)
+    impulse[..., 0] = 1.0
     freqs = np.fft.rfftfreq(n_fft, 1 / sample_rate)
-    mag = 20 * np.log10(np.maximum(h.abs().numpy(), 1e-12))
+
+    def response_db(effect, settings):
+        with torch.no_grad():
+            h = np.fft.rfft(effect(impulse, sample_rate, **settings)[0, 0].numpy())
+        return 20 * np.log10(np.maximum(np.abs(h), 1e-12))
+
+    mag = response_db(parametric_eq, nested["eq"])
+    post = response_db(post_eq, nested["post_eq"])
     band = freqs >= 10
-    post = 20 * np.log10(np.maximum(sos_frequency_response(post_eq_sos(sample_rate, **nested["post_eq"]), n_fft)[0]
-                                    .abs().numpy(), 1e-12))
     ax_eq.semilogx(freqs[band], mag[band], color="C0", label="EQ")
     ax_eq.semilogx(freqs[band], post[band], color="C4", lw=1, label="post-compressor EQ")
     ax_eq.semilogx(freqs[band], (mag + post)[band], color="0.3", lw=0.8, ls=":", label="both")
@@ -521,7 +526,7 @@ def draw_settings(nested, sample_rate: int, before=None, after=None):
     ax_eq.axhline(0, color="0.6", lw=0.8)
     # Frame the musical range: the filters' slopes run off towards -inf at the edges.
     audible = (freqs >= 20) & (freqs <= min(20000, 0.45 * sample_rate))
-    ax_eq.set(title="EQ", xlabel="frequency (Hz)", ylabel="gain (dB)", xlim=(10, sample_rate / 2),
+    ax_eq.set(title=f"EQ (high-pass {nested['eq']['high_pass_slope_db']:g} dB/octave)", xlabel="frequency (Hz)", ylabel="gain (dB)", xlim=(10, sample_rate / 2),
               ylim=(max(-36, min(-15, mag[audible].min() - 3)), max(15, mag[audible].max() + 3)))
     ax_eq.grid(True, which="both", alpha=0.3)
 
@@ -546,14 +551,12 @@ def draw_settings(nested, sample_rate: int, before=None, after=None):
     ax_comp.legend(loc="upper left", fontsize=8)
     ax_comp.grid(True, alpha=0.3)
 
-    # Saturation curve: tanh(g*x/C + b) - tanh(b), normalised to unit slope at 0 (the effect
-    # matches the wet level to the dry one, so only the shape matters), then mixed with dry.
+    # Saturation: the effect's own static curve, at unit slope at 0 (the effect matches the wet level
+    # to the dry one, so only the shape matters), mixed with dry.
     s = nested["saturation"]
-    x = np.linspace(-2, 2, 801)
-    g, b = 10 ** (s["drive_db"] / 20), MAX_BIAS * s["asymmetry"]
-    wet = np.tanh(g * x / CEILING + b) - np.tanh(b)
-    wet /= g / CEILING * (1 - np.tanh(b) ** 2)
-    y = (1 - s["mix"]) * x + s["mix"] * wet
+    x = torch.linspace(-2, 2, 801, dtype=torch.float64)
+    y = transfer_curve(x, s["drive_db"], s["asymmetry"], s["mix"]).numpy()
+    x = x.numpy()
     ax_sat.plot(x, x, color="0.6", lw=0.8, ls="--", label="linear")
     ax_sat.plot(x, y, color="C2", label=f"drive {s['drive_db']:.1f} dB, asymmetry {s['asymmetry']:.2f}, "
                                         f"mix {s['mix']:.2f}")

@@ -13,6 +13,7 @@ import math
 import torch
 
 from ._biquads import sosfilt
+from ._path import render_path
 from .eq import sosfilt_fft
 
 REFERENCE_LUFS = -18.0  # the level every raw vocal is staged to before the effects
@@ -140,14 +141,14 @@ def loudness_normalize(x: torch.Tensor, sample_rate: int, loudness_lufs, offset_
     result lands there whatever the EQ, compressor and saturation did to the level.
     ``offset_lu`` (per item, optional) is added to the target; training uses it when
     ``x`` is an excerpt of a longer song, since the song, not the excerpt, is what
-    lands on the target.  Silent items are returned unchanged.  With gradients on,
-    the measurement is differentiable, so the gradient sees that level changes
+    lands on the target.  Silent items are returned unchanged.  Off the render path
+    (:func:`dmst.effects._path.render_path`: training, or a GPU) the measurement is differentiable, so the gradient sees that level changes
     before this stage are undone by it.
     """
-    if torch.is_grad_enabled() and x.requires_grad:
-        lufs = integrated_loudness_differentiable(x, sample_rate)
-    else:
+    if render_path(x):  # the measurement needs a gradient only through x (the target's is direct)
         lufs = integrated_loudness(x, sample_rate).to(device=x.device, dtype=x.dtype)
+    else:
+        lufs = integrated_loudness_differentiable(x, sample_rate)
     target = torch.as_tensor(loudness_lufs, dtype=x.dtype, device=x.device).reshape(-1)
     if offset_lu is not None:
         target = target + torch.as_tensor(offset_lu, dtype=x.dtype, device=x.device).reshape(-1)
