@@ -4,6 +4,7 @@
     python train.py --data DATA --out runs/mine --init default   # fine-tune the bundled model
     python train.py --data DATA --out runs/mine --resume         # continue after a kill
     python train.py --data DATA --out runs/mine --global         # one setting for all songs
+    python train.py --data DATA --out runs/mine --high-pass-slope auto   # try each high-pass slope first
 
 DATA holds raw/NAME.wav and mixed/NAME.wav (any soundfile format, rate, channels).
 The encoder predicts console settings for each raw crop; the console renders them;
@@ -42,10 +43,12 @@ FEW_PAIRS = 10  # below this, one global setting often beats a network
 DEFAULTS = {"init": None, "global_only": False, "cache_dir": None, "workers": min(2, os.cpu_count() or 1),
             "epochs": None, "time_budget": None, "patience": 8, "min_delta": 1e-3, "song_separator": "__",
             "batch_size": 8, "crop_seconds": 5.0, "lr": 1e-3, "val_fraction": 0.15, "seed": 0, "device": "cpu",
-            "quiet": False}
+            "quiet": False, "high_pass_slope": None}
 # What shapes the training itself: --resume refuses a value that differs from the run's.
 RUN_ARGS = ("data", "init", "global_only", "epochs", "time_budget", "patience", "min_delta", "song_separator",
-            "batch_size", "crop_seconds", "lr", "val_fraction", "seed")
+            "batch_size", "crop_seconds", "lr", "val_fraction", "seed", "high_pass_slope")
+SLOPE = "eq.high_pass_slope_db"  # a discrete row: the model holds it fixed, training does not learn it
+AUTO_CROPS, AUTO_STEPS = 4, 6  # --high-pass-slope auto: a global fit of this many steps on this many crops, per slope
 
 
 def parse_args(argv=None):
@@ -74,6 +77,10 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, help=f"learning rate of the network (its learned default setting: 10x) [{d['lr']:g}]")
     p.add_argument("--val-fraction", type=float, help=f"share of songs held out for validation [{d['val_fraction']:g}]")
     p.add_argument("--seed", type=int, help=f"[{d['seed']}]")
+    p.add_argument("--high-pass-slope", choices=["6", "12", "18", "24", "auto"],
+                   help="the EQ's high-pass slope in dB/octave, held fixed in the model (not learned); auto: a short "
+                   f"global fit at each slope ({AUTO_STEPS} steps on {AUTO_CROPS} training crops), the lowest loss wins "
+                   "[the --init model's, else 12]")
     p.add_argument("--device", help="cpu (default) or cuda")
     p.add_argument("--quiet", action="store_true", default=None, help="no progress bars")
     args = p.parse_args(argv)
@@ -128,6 +135,27 @@ def predict_and_render(encoder, raw, context, sample_rate=SAMPLE_RATE, channels=
     if channels == 2 and raw.shape[1] == 1:
         return render(raw, sample_rate, params, staging_db=staging, excerpt_offset_lu=offset, output_channels=2)
     return render(raw, sample_rate, params, staging_db=staging, excerpt_offset_lu=offset)
+
+
+def choose_high_pass_slope(encoder, pairs, crop, device, channels, rate, loss_fn, seed):
+    """--high-pass-slope auto: from the start model's default setting, a short global fit at each slope on the same
+    few training crops; the slope with the lowest loss after it wins.  Returns (slope, {slope: loss})."""
+    gen = torch.Generator().manual_seed(seed)
+    chosen = [pairs[i] for i in torch.randperm(len(pairs), generator=gen)[:AUTO_CROPS].tolist()]
+    raw, mix, context = batch_of_crops(chosen, crop, gen, device, channels, rate)
+    losses = {}
+    for slope in schema.BY_KEY[SLOPE].choices:
+        trial = Encoder(global_only=True, fixed={SLOPE: slope}).to(device)
+        trial.default_logits.data.copy_(encoder.default_logits.detach())
+        optimizer = torch.optim.Adam([trial.default_logits], lr=0.05)
+        for _ in range(AUTO_STEPS):
+            loss = loss_fn(predict_and_render(trial, raw, context, rate, channels), mix)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            losses[slope] = float(loss_fn(predict_and_render(trial, raw, context, rate, channels), mix))
+    return min(losses, key=losses.get), losses
 
 
 @torch.no_grad()
@@ -208,9 +236,9 @@ def main(argv=None):
         except ModelError as e:
             fail(str(e))
         encoder = model_from_checkpoint(init_ckpt).encoder
-        if args.global_only:  # keep the init model's learned default as the starting global setting
+        if args.global_only:  # keep the init model's learned default (and fixed slope) as the starting global setting
             logits = encoder.default_logits.detach().clone()
-            encoder = Encoder(global_only=True)
+            encoder = Encoder(global_only=True, fixed=encoder.fixed)
             encoder.default_logits.data.copy_(logits)
     else:
         encoder = Encoder(global_only=args.global_only)
@@ -237,6 +265,18 @@ def main(argv=None):
         # Baselines on the same validation crops: the raw input itself, and the model we start from.
         raw_rows = [audio_metrics(to_layout(raw, channels).cpu(), mix.cpu(), rate) for raw, mix, _ in val_batches]
         baselines = {"raw_input": mean_metrics(raw_rows), "init_model": evaluate(encoder, val_batches, loss_fn, rate, channels)}
+
+    # ---- the high-pass slope: not learned (a choice of four has no gradient), held fixed in the model ----
+    slope_choice = resume.get("high_pass_slope") if resume is not None else None
+    if resume is None and args.high_pass_slope == "auto":
+        slope, losses = choose_high_pass_slope(encoder, train_pairs, crop, device, channels, rate, loss_fn, args.seed)
+        encoder.fix(SLOPE, slope)
+        slope_choice = {"chosen": slope, "losses": {f"{k:g}": round(v, 5) for k, v in losses.items()}}
+        print(f"high-pass slope: {slope:g} dB/octave (loss after a {AUTO_STEPS}-step global fit on {AUTO_CROPS} crops: "
+              + ", ".join(f"{k:g} dB {v:.4f}" for k, v in losses.items()) + ")")
+    elif resume is None and args.high_pass_slope is not None:
+        encoder.fix(SLOPE, float(args.high_pass_slope))
+    slope_meta = {"high_pass_slope_db": encoder.fixed[SLOPE], **({"high_pass_slope_auto": slope_choice} if slope_choice else {})}
     tails = [p.tail_s for p in usable]
     data_summary = {"pairs_usable": len(usable), "pairs_skipped": len(report.skipped), "train_pairs": len(train_pairs),
                     "val_pairs": len(val_names), "songs": len({song(p.name) for p in usable}), "sample_rate": rate,
@@ -294,7 +334,7 @@ def main(argv=None):
         if improved:
             best_val = val["loss"]
             model = DmstModel(encoder, name=out.name, output_channels=channels,
-                              meta={"training": data_summary, "epoch": epoch, "val": val, "init": args.init})
+                              meta={"training": data_summary, "epoch": epoch, "val": val, "init": args.init, **slope_meta})
             model.save(out / "model.pt")
         # Plateau (early stopping with patience): progress is a decrease of at least min_delta.
         if val["loss"] < plateau_best - args.min_delta:
@@ -309,7 +349,7 @@ def main(argv=None):
                      "optimizer": optimizer.state_dict(), "epoch": epoch, "history": history, "best_val": best_val,
                      "plateau_best": plateau_best, "waited": waited, "baselines": baselines, "elapsed_s": elapsed(),
                      "args": {k: getattr(args, k) for k in RUN_ARGS}, "data_fingerprint": fingerprint,
-                     "finished": stop_reason is not None, "stop_reason": stop_reason or ""},
+                     "finished": stop_reason is not None, "stop_reason": stop_reason or "", "high_pass_slope": slope_choice},
                     out / "last.pt")
         write_metrics(out, history, baselines, data_summary)
         print(f"epoch {epoch}: train {history[-1]['train_loss']:.4f}  val {val['loss']:.4f}  "

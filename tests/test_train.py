@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import soundfile as sf
 import torch
 
@@ -18,12 +19,13 @@ ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--batch-size", "2", "--crop-seconds", "1.0", "--quiet", "--lr", "3e-3"]
 
 
-def make_pairs(folder: Path) -> Path:
-    """Six real-voice pairs whose 'mix' is a known console setting (brighter, compressed, louder)."""
-    target = schema.default_dict()
-    target["eq"]["presence_gain_db"] = 6.0
-    target["compressor"].update(threshold_db=-30.0, ratio=4.0)
-    target["output"]["loudness_lufs"] = -12.0
+def make_pairs(folder: Path, target: dict | None = None) -> Path:
+    """Six real-voice pairs whose 'mix' is a known console setting (by default brighter, compressed, louder)."""
+    if target is None:
+        target = schema.default_dict()
+        target["eq"]["presence_gain_db"] = 6.0
+        target["compressor"].update(threshold_db=-30.0, ratio=4.0)
+        target["output"]["loudness_lufs"] = -12.0
     (folder / "raw").mkdir(parents=True)
     (folder / "mixed").mkdir()
     for wav in sorted((ROOT / "examples").glob("*.wav")):
@@ -105,3 +107,60 @@ def test_bad_data_folder_is_a_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("dmst train: error:") and "\n" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_high_pass_slope_auto_picks_the_mixes_slope_and_the_model_holds_it(tmp_path, capsys, monkeypatch):
+    """Mixes made with a 6 dB/octave high-pass at 400 Hz; training starts from a model whose learned default is that
+    mix's setting except the slope (12).  --high-pass-slope auto must pick 6 (the other slopes cannot match the
+    mix), print it, record it in the model, and the model then predicts 6 whatever its network says."""
+    from dmst.encoder import DmstModel, Encoder
+
+    monkeypatch.setattr(train, "AUTO_STEPS", 2)  # a shorter fit than a real run's: the start is the mix's setting
+    monkeypatch.setattr(train, "AUTO_CROPS", 2)
+    target = schema.default_dict()
+    target["eq"].update(high_pass_freq_hz=400.0, high_pass_slope_db=6.0)
+    data = make_pairs(tmp_path / "data", target)
+    start = Encoder()
+    u = schema.normalize(schema.stack([target]))[0].clamp(1e-3, 1 - 1e-3)
+    start.default_logits.data.copy_(torch.log(u) - torch.log1p(-u))
+    DmstModel(start, name="start").save(tmp_path / "start.pt")
+    out = tmp_path / "run"
+    assert train.main(["--data", str(data), "--out", str(out), "--epochs", "1", "--init", str(tmp_path / "start.pt"),
+                       "--high-pass-slope", "auto", *FAST]) == 0
+    printed = capsys.readouterr().out
+    assert "high-pass slope: 6 dB/octave" in printed, printed
+    ckpt = read_checkpoint(out / "model.pt")
+    assert ckpt["config"]["fixed"] == {"eq.high_pass_slope_db": 6.0}
+    losses = ckpt["meta"]["high_pass_slope_auto"]["losses"]
+    assert set(losses) == {"6", "12", "18", "24"} and min(losses, key=losses.get) == "6"
+    x, sr = sf.read(next((data / "raw").iterdir()), dtype="float32", always_2d=True)
+    assert load_model(out / "model.pt").predict(x.T, sr)["eq"]["high_pass_slope_db"] == 6.0
+    # --resume continues with the run's own choice and refuses another, in one line.
+    with pytest.raises(SystemExit) as stopped:
+        train.main(["--data", str(data), "--out", str(out), "--resume", "--high-pass-slope", "18", *FAST])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "--high-pass-slope 18 differs from the run's auto" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_fixed_slope_survives_the_model_file_and_is_what_the_model_predicts(tmp_path):
+    """What --high-pass-slope N does to the encoder (Encoder.fix), saved and loaded: the model predicts N exactly,
+    whatever its sigmoid says, and its column carries no gradient."""
+    from dmst.encoder import DmstModel, Encoder
+
+    encoder = Encoder()
+    encoder.fix("eq.high_pass_slope_db", 24.0)
+    with torch.no_grad():
+        encoder.default_logits.fill_(-30.0)  # every sigmoid at 0: the slope's would say 6
+    DmstModel(encoder, name="fixed").save(tmp_path / "m.pt")
+    model = load_model(tmp_path / "m.pt")
+    assert model.encoder.fixed == {"eq.high_pass_slope_db": 24.0}
+    x = torch.randn(1, 44100, generator=torch.Generator().manual_seed(0)) * 0.1
+    assert model.predict(x, 44100)["eq"]["high_pass_slope_db"] == 24.0
+    encoder = Encoder(fixed={"eq.high_pass_slope_db": 18.0})
+    u = encoder(x)
+    assert float(schema.denormalize(u)["eq.high_pass_slope_db"]) == 18.0
+    u.sum().backward()
+    g = encoder.default_logits.grad
+    i = schema.KEYS.index("eq.high_pass_slope_db")
+    assert g[i] == 0 and bool((torch.cat([g[:i], g[i + 1:]]) != 0).all())

@@ -57,7 +57,7 @@ class Encoder(nn.Module):
 
     @property
     def fixed(self) -> dict[str, float]:
-        return dict(self.config["fixed"])
+        return dict(self.config.get("fixed", {}))
 
     def _settings(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.where(self.fixed_mask, self.fixed_u, torch.sigmoid(logits))
