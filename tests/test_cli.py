@@ -122,6 +122,8 @@ def test_params_with_presets_and_save_params_agree(capsys, tmp_path, mono):
     (lambda d: d.update(chorus={"mix": 1}), ["'chorus'", "gate, eq, compressor, deesser, post_eq, saturation, delay, reverb, output, limiter"]),
     (lambda d: d["saturation"].pop("mix"), ["saturation.mix", "missing"]),
     (lambda d: d.update(schema_version=99), ["schema_version", "99"]),
+    (lambda d: d["eq"].update(high_pass_slope_db=9), ["eq.high_pass_slope_db", "9", "one of 6, 12, 18, 24 dB/octave"]),
+    (lambda d: d["eq"].update(high_pass_slope_db=48), ["eq.high_pass_slope_db", "48", "one of 6, 12, 18, 24 dB/octave"]),
 ])
 def test_hand_edited_json_mistakes_are_refused(capsys, tmp_path, mono, edit, needles):
     doc = json.loads(schema.to_json(schema.default_dict(), model="default"))
@@ -132,6 +134,35 @@ def test_hand_edited_json_mistakes_are_refused(capsys, tmp_path, mono, edit, nee
     code, out, err = run(capsys, "render", mono, "-o", tmp_path / "out.wav", "--params", settings)
     assert_one_line_error(code, err, "edited.json", *needles)
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("slope", [6, 24])
+def test_an_edited_high_pass_slope_renders_and_round_trips(capsys, tmp_path, mono, slope):
+    """`dmst params` JSON with the slope edited renders through --params, --save-params writes the same settings
+    back, and the slope does what it says: a gentler (6) or steeper (24) high-pass passes more (less) of the lows."""
+    code, out, err = run(capsys, "params", mono)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["eq"]["high_pass_slope_db"] == 12.0  # the bundled model's fixed value
+    doc["eq"].update(high_pass_freq_hz=200.0)
+    renders = {}
+    for value in (12, slope):
+        doc["eq"]["high_pass_slope_db"] = value
+        edited, saved, wav = tmp_path / f"edited{value}.json", tmp_path / f"saved{value}.json", tmp_path / f"{value}.wav"
+        edited.write_text(json.dumps(doc))
+        code, _, err = run(capsys, "render", mono, "-o", wav, "--bit-depth", "32f", "--params", edited,
+                           "--save-params", saved)
+        assert code == 0, err
+        assert schema.from_json(saved.read_text()) == schema.from_json(edited.read_text())
+        renders[value] = sf.read(wav, dtype="float64", always_2d=True)[0][:, 0]
+
+    def low_db(y):  # energy between 60 and 140 Hz (an octave or so under the cutoff), re the whole
+        spectrum = np.abs(np.fft.rfft(y * np.hanning(len(y)))) ** 2
+        f = np.fft.rfftfreq(len(y), 1 / 44100)
+        return 10 * np.log10(spectrum[(f > 60) & (f < 140)].sum() / spectrum.sum())
+
+    more_lows = low_db(renders[slope]) - low_db(renders[12])  # measured here: +3.2 dB (6), -3.3 dB (24)
+    assert more_lows > 2 if slope == 6 else more_lows < -2, more_lows
 
 
 def test_broken_json_names_the_line(capsys, tmp_path, mono):

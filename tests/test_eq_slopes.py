@@ -70,3 +70,28 @@ def test_items_with_different_slopes_batch_together():
 def test_unknown_slope_is_refused():
     with pytest.raises(ValueError, match="6, 12, 18, 24"):
         eq_sos(FS, high_pass_slope_db=9, **_params())
+
+
+@pytest.mark.parametrize("fs", [44100, 48000])
+@pytest.mark.parametrize("slope", HIGH_PASS_SLOPES_DB)
+@pytest.mark.parametrize("path", ["render", "train"])
+def test_the_eq_at_each_slope_is_scipys_butterworth_of_order_slope_over_6(fs, slope, path):
+    """Noise through the whole EQ (neutral bands, high-pass at 150 Hz, low-pass at 18 kHz) equals scipy.signal.sosfilt
+    through scipy's own Butterworth designs: a high-pass of order slope / 6 and the 2nd-order low-pass (the cookbook's
+    Q 0.707 low-pass is that filter), to -120 dB re the signal, on the render path (float32, as `dmst render`) and
+    the training path (float64 with a gradient)."""
+    import scipy.signal as ss
+
+    n = fs // 2
+    x = np.random.default_rng(slope).standard_normal(n)
+    reference = ss.sosfilt(np.vstack([ss.butter(slope // 6, 150.0, "highpass", fs=fs, output="sos"),
+                                      ss.butter(2, 18000.0, "lowpass", fs=fs, output="sos")]), x)
+    params = dict(_params(high_pass_freq_hz=150.0), high_pass_slope_db=torch.tensor([float(slope)]))
+    if path == "render":
+        with torch.no_grad():  # float32 audio (its own rounding is about -140 dB re the signal)
+            y = parametric_eq(torch.tensor(x, dtype=torch.float32)[None, None], fs, **params)
+    else:
+        y = parametric_eq(torch.tensor(x)[None, None].requires_grad_(True), fs, **params)
+    error = y.detach().double()[0, 0].numpy() - reference
+    error_db = 10 * np.log10(np.mean(error**2) / np.mean(reference**2))
+    assert error_db < -120.0, f"{error_db:.1f} dB"
