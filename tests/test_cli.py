@@ -469,3 +469,33 @@ def test_plot_draws_the_new_stages_from_the_effects():
         assert np.diff(peaks) == pytest.approx([20 * np.log10(0.5)] * 3, abs=0.3)
     finally:
         plt.close(fig)
+
+
+@pytest.mark.parametrize("slope", [6, 24])
+def test_plot_draws_the_eq_and_the_saturation_as_the_effects_define_them(slope):
+    """The EQ panel is scipy's Butterworth high-pass of order slope / 6 (within 0.05 dB, 20 Hz-2 kHz, other bands
+    neutral); the saturation panel is the documented curve tanh(g x / C + b) - tanh(b) at unit slope at 0, mixed."""
+    import matplotlib.pyplot as plt
+    import scipy.signal as ss
+
+    from dmst.cli import draw_settings
+
+    settings = schema.default_dict()
+    settings["eq"].update(high_pass_freq_hz=150.0, high_pass_slope_db=float(slope))
+    settings["saturation"].update(drive_db=12.0, asymmetry=0.5, mix=0.8)
+    fig = draw_settings(settings, 48000)
+    try:
+        by_title = {ax.get_title().split(" ")[0]: ax for ax in fig.axes}
+        eq = by_title["EQ"]
+        assert f"{slope} dB/octave" in eq.get_title()
+        f, g = eq.lines[0].get_xdata(), eq.lines[0].get_ydata()
+        pick = (f > 20) & (f < 2000)  # the 18 kHz low-pass takes under 0.001 dB here
+        _, h = ss.sosfreqz(ss.butter(slope // 6, 150.0, "highpass", fs=48000, output="sos"), worN=f[pick], fs=48000)
+        assert np.abs(g[pick] - 20 * np.log10(np.abs(h))).max() < 0.05
+        sat = [line for line in by_title["Saturation"].lines if "drive" in str(line.get_label())][0]
+        x, y = sat.get_xdata(), sat.get_ydata()
+        gain, bias, ceiling = 10 ** (12 / 20), 0.6 * 0.5, 10 ** (12 / 20)  # MAX_BIAS 0.6, ceiling +12 dBFS (documented)
+        wet = (np.tanh(gain * x / ceiling + bias) - np.tanh(bias)) / (gain / ceiling * (1 - np.tanh(bias) ** 2))
+        np.testing.assert_allclose(y, 0.2 * x + 0.8 * wet, atol=1e-9)
+    finally:
+        plt.close(fig)

@@ -95,3 +95,23 @@ def test_the_eq_at_each_slope_is_scipys_butterworth_of_order_slope_over_6(fs, sl
     error = y.detach().double()[0, 0].numpy() - reference
     error_db = 10 * np.log10(np.mean(error**2) / np.mean(reference**2))
     assert error_db < -120.0, f"{error_db:.1f} dB"
+
+
+def test_a_v2_settings_file_renders_bit_identically_through_the_v2_eq():
+    """A v2 file migrates with the slope at 12, and the whole console then renders exactly (torch.equal) what it
+    renders with no slope at all, which is the v2 EQ's code path (one Q 0.707 section, eq_sos's seven rows)."""
+    from pathlib import Path
+
+    import soundfile as sf
+
+    from dmst.console import render
+
+    root = Path(__file__).resolve().parents[1]
+    settings = schema.from_json((root / "tests" / "data" / "v2_settings.json").read_text())
+    assert settings["eq"]["high_pass_slope_db"] == 12.0
+    x, sr = sf.read(root / "examples" / "sing_me_a_song.wav", dtype="float32", always_2d=True)
+    x = torch.from_numpy(x[:sr].T.copy())[None]
+    params = schema.stack([settings])
+    without = {k: v for k, v in params.items() if k != "eq.high_pass_slope_db"}
+    with torch.no_grad():
+        assert torch.equal(render(x, sr, params), render(x, sr, without))
