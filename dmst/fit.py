@@ -138,7 +138,13 @@ def main(argv=None) -> int:
     p.add_argument("-o", "--output", help="write the settings JSON here (default: print to stdout)")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"optimiser steps [{DEFAULT_STEPS}]")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.add_argument("--high-pass-slope", type=float, choices=schema.BY_KEY["eq.high_pass_slope_db"].choices, default=12.0,
+                   metavar="{6,12,18,24}", help="the EQ's high-pass slope in dB/octave, held (a choice, not fitted) [12]")
     args = p.parse_args(argv)
+    init = None  # the schema defaults; another slope starts (and stays) there
+    if args.high_pass_slope != 12.0:
+        init = schema.default_dict()
+        init["eq"]["high_pass_slope_db"] = args.high_pass_slope
     try:
         sample_rate = check_input(args.raw).sample_rate  # one-line errors for a missing, empty or broken file
         check_input(args.mixed)  # (headers only: each file is decoded once, by check_pairs)
@@ -150,7 +156,8 @@ def main(argv=None) -> int:
             print(f"dmst fit: warning: {warning}", file=sys.stderr)
         pair = report.usable[0]
         offset_ms = pair.offset_ms
-        params, loss = fit_params(pair.raw, pair.mixed, sample_rate, steps=args.steps, progress=True, staging_db=pair.staging_db)
+        params, loss = fit_params(pair.raw, pair.mixed, sample_rate, steps=args.steps, progress=True, staging_db=pair.staging_db,
+                                  init=init)
         text = schema.to_json(params, source=str(args.raw), fitted_to=str(args.mixed), loss=round(loss, 5),
                               offset_ms=round(offset_ms, 2), output_channels=pair.mixed_channels)
         if args.output:
