@@ -119,14 +119,13 @@ def test_a_v2_settings_file_renders_bit_identically_through_the_v2_eq():
 
 def test_dmst_fit_holds_the_slope_it_starts_from():
     """dmst fit --high-pass-slope N starts from the defaults with the slope at N; a choice has no gradient, so the
-    fitted settings keep N exactly (and 12 by default)."""
+    fitted settings keep N exactly."""
     from dmst.fit import fit_params
 
     g = torch.Generator().manual_seed(0)
-    raw = 0.1 * torch.randn(1, 8000, generator=g)
-    mixed = 0.1 * torch.randn(1, 8000, generator=g)
+    raw = 0.1 * torch.randn(1, 32000, generator=g)
+    mixed = 0.1 * torch.randn(1, 32000, generator=g)
     init = schema.default_dict()
     init["eq"]["high_pass_slope_db"] = 24.0
     params, _ = fit_params(raw, mixed, 16000, steps=2, init=init)
     assert params["eq"]["high_pass_slope_db"] == 24.0
-    assert fit_params(raw, mixed, 16000, steps=2)[0]["eq"]["high_pass_slope_db"] == 12.0
