@@ -160,10 +160,15 @@ function buildTable() {
       rows.push(tr);
     }
     const tr = document.createElement("tr");
-    const input = document.createElement("input");
-    input.type = "number"; input.min = p.minimum; input.max = p.maximum; input.id = `param-${p.key}`;
-    input.step = "any";
-    input.value = +state.settings[p.group][p.name].toPrecision(4);
+    const discrete = p.choices && p.choices.length > 0;  // a discrete row: only its choices (a menu)
+    const input = document.createElement(discrete ? "select" : "input");
+    if (discrete) {
+      for (const c of p.choices) input.add(new Option(String(c), String(c)));
+    } else {
+      input.type = "number"; input.min = p.minimum; input.max = p.maximum; input.step = "any";
+    }
+    input.id = `param-${p.key}`;
+    input.value = discrete ? String(state.settings[p.group][p.name]) : +state.settings[p.group][p.name].toPrecision(4);
     input.addEventListener("change", () => {
       const v = parseFloat(input.value);
       if (!Number.isFinite(v) || v < p.minimum || v > p.maximum) {
@@ -177,7 +182,7 @@ function buildTable() {
     const cell = document.createElement("td"); cell.append(input);
     const unit = document.createElement("td"); unit.className = "unit"; unit.textContent = p.unit;
     const range = document.createElement("td"); range.className = "unit";
-    range.textContent = `${p.minimum} .. ${p.maximum}`;
+    range.textContent = discrete ? p.choices.join(", ") : `${p.minimum} .. ${p.maximum}`;
     tr.append(name, cell, unit, range);
     rows.push(tr);
   }
