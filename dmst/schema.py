@@ -5,7 +5,9 @@ one row of :data:`SCHEMA`, in the order the encoder emits them.  The table alone
 drives:
 
 * normalisation: physical value <-> [0, 1] (log scale for frequencies, Q and
-  times, linear for dB and fractions), used by the encoder's output head;
+  times, linear for dB and fractions; a discrete row, one of a few ``choices``,
+  by its index), used by the encoder's output head (which holds a discrete row
+  at a fixed value instead of predicting it);
 * the nested params dict (``{"eq": {"high_pass_freq_hz": 80.0, ...}, ...}``) and
   its JSON form, always in physical units;
 * validation of user-supplied values, with errors naming the parameter and range;
