@@ -203,8 +203,9 @@ def _settings(model, params, audio, sample_rate, names, amount, presets, staging
     return apply_presets(params, names, amount, presets) if names else params
 
 
-def _render(audio, sample_rate: int, nested, staging_db=None):
-    """(channels, samples) numpy -> rendered (channels, samples) float32 torch tensor."""
+def _render(audio, sample_rate: int, nested, staging_db=None, tail: bool = True):
+    """(channels, samples) numpy -> rendered (channels, samples) float32 torch tensor; with a send on, stereo
+    and (``tail``) longer than the input by the sends' tail (:func:`dmst.console.render`)."""
     import torch
 
     from . import console, schema
@@ -214,7 +215,7 @@ def _render(audio, sample_rate: int, nested, staging_db=None):
         flat = schema.stack([nested])
         # A send returns in stereo: a mono take's mix is then stereo, the dry voice centred.
         return console.render(x, sample_rate, flat, staging_db=staging_db,
-                              output_channels=2 if console.sends_on(flat) else None)[0]
+                              output_channels=2 if console.sends_on(flat) else None, tail=tail)[0]
 
 
 def _limit(y, sample_rate: int, settings):
@@ -678,7 +679,7 @@ def cmd_plot(args) -> int:
     audio, sample_rate, _ = read_audio(args.input)
     model = _load_model(args) if params is None else None
     nested = _settings(model, params, audio, sample_rate, names, args.amount, presets)
-    after = _render(audio, sample_rate, nested)
+    after = _render(audio, sample_rate, nested, tail=False)  # drawn against the input, sample for sample
     fig = draw_settings(nested, sample_rate, torch.from_numpy(audio), after)
     title = Path(args.input).name + (f"  (presets: {', '.join(names)} x{args.amount:g})" if names else "")
     fig.suptitle(title, y=1.0)
