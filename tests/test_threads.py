@@ -17,15 +17,21 @@ from dmst.effects.eq import biquad
 
 @pytest.fixture()
 def two_threads():
-    before = torch.get_num_threads()
+    from dmst.effects import _llvm
+
+    before, kernels = torch.get_num_threads(), _llvm._kernel_threads
+    _llvm._kernel_threads = None  # follow torch's count (an in-process dmst render may have set it)
     torch.set_num_threads(2)
     yield
     torch.set_num_threads(before)
+    _llvm._kernel_threads = kernels
 
 
 def test_two_threads_really_split_the_work(two_threads):
     # Preconditions of the tests below: with these sizes the kernels are called with several jobs.
-    assert torch.get_num_threads() == 2
+    from dmst.effects._llvm import kernel_threads
+
+    assert torch.get_num_threads() == 2 and kernel_threads() == 2
     assert _biquads._plan(600_000, 2000)[0] == 2
     assert max(1, min(torch.get_num_threads(), _fir.writable_length(300_000) // _fir.STEP // 64)) == 2
 
