@@ -62,15 +62,17 @@ def convolve_mono(x: torch.Tensor, h: torch.Tensor, length: int | None = None) -
     with the response cut into partitions (uniformly partitioned overlap-add, e.g.
     Wefers, "Partitioned convolution algorithms for real-time auralization", 2015): the
     FFTs stay a few hundred kilobytes, which runs 3-5x faster than one FFT of the whole
-    file.  Otherwise one FFT of the whole length.  Both are the same linear convolution.
+    file, and on the render path the output blocks run as one run per kernel thread.
+    Otherwise one FFT of the whole length.  Both are the same linear convolution.
     """
-    if length is not None and length != x.shape[-1]:  # zeros after the signal: the convolution's tail
-        x = torch.nn.functional.pad(x, (0, length - x.shape[-1])) if length > x.shape[-1] else x[..., :length]
-    n, length = x.shape[-1], h.shape[-1]
     render = render_path(x, h)
     # One channel, or channels that are one in memory (a mono take centred on two): no averaging pass.
     same = x.shape[1] == 1 or x.stride(1) == 0
     mono = x[:, 0] if same and render else x.mean(dim=1)
+    n = x.shape[-1] if length is None else length
+    if n != mono.shape[-1]:  # zeros after the signal: the convolution's tail
+        mono = torch.nn.functional.pad(mono, (0, n - mono.shape[-1])) if n > mono.shape[-1] else mono[..., :n]
+    length = h.shape[-1]
     if n < PARTITIONED_MIN_LENGTH or n < 4 * length:
         n_fft = fast_length(n + length)
         return torch.fft.irfft(torch.fft.rfft(mono, n=n_fft)[:, None] * torch.fft.rfft(h, n=n_fft), n=n_fft)[..., :n]
