@@ -130,7 +130,8 @@ def _with_sends(y: torch.Tensor, sample_rate: int, delay: dict, reverb: dict, ou
         return y.contiguous()
     length = y.shape[-1] + (tail_samples(sample_rate, delay, reverb) if tail else 0)
     returns = sends(y, sample_rate, delay, reverb, length)  # (batch, 2, length), from the send's mono sum
-    y = torch.nn.functional.pad(y, (0, length - y.shape[-1]))  # the dry signal ends with the input
+    if length > y.shape[-1]:
+        y = torch.nn.functional.pad(y, (0, length - y.shape[-1]))  # the dry signal ends with the input
     if y.shape[1] == 1:
         return y + returns.mean(dim=1, keepdim=True)  # a mono output: the returns' mid
     if y.shape[1] == 2:
