@@ -7,7 +7,7 @@ vocal; differentiable DSP renders them.  The Python API in four lines::
     model = dmst.load_model()                       # the bundled model
     p = model.predict(audio, sr)                    # nested settings, physical units
     p = dmst.apply_presets(p, ["warm"], amount=0.5)
-    y = dmst.render(audio, sr, p)                   # same type and shape as ``audio``
+    y = dmst.render(audio, sr, p)                   # same type and shape as ``audio`` (a send on: stereo, with its tail)
 
 ``import dmst`` itself is cheap: everything that needs torch is imported on first use
 (PEP 562 module ``__getattr__``), so ``dmst --help`` answers at once.
