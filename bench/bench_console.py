@@ -17,6 +17,12 @@ is its own.  Inside a child:
 * for dmst, afterwards, one more pass timed stage by stage (staging, EQ,
   compressor, saturation, output loudness).
 
+"dmst, every stage on" (3-minute case; ``--all-stages-only`` runs just it) renders the
+setting of ``tests/test_console_v3.py`` with the limiter at -1 dBTP as ``dmst render``
+does: stereo out with the sends' tail, torch on one thread and the compiled loops and the
+sends' FFT blocks on the cores (``dmst.effects._llvm.use_cores_for_kernels``).  Target:
+at least 200x real time.
+
 dmst runs twice per case: with the libraries' default thread pools (torch intra-op
 threads = cores) and pinned to one thread.  On a
 small shared machine the single-threaded run is often faster and always steadier:
@@ -172,6 +178,64 @@ def _dmst_stages(x: np.ndarray, sample_rate: int) -> dict[str, float]:
     return times
 
 
+def _all_stages() -> dict:
+    """Every v3 stage active (the setting of tests/test_console_v3.py), the limiter at -1 dBTP."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_console_v3 import SETTING
+
+    return dict(SETTING, **{"limiter.ceiling_dbtp": -1.0})
+
+
+def _dmst_all_renderer(sample_rate: int):
+    """The console as ``dmst render`` runs it with every stage on: stereo out, with the sends' tail."""
+    import torch
+
+    from dmst.console import render
+
+    params = {k: torch.tensor([v]) for k, v in _all_stages().items()}
+
+    def run(x: np.ndarray):
+        with torch.no_grad():
+            return render(torch.from_numpy(x)[None], sample_rate, params, output_channels=2, tail=True)[0]
+
+    return run
+
+
+def _dmst_all_stages(x: np.ndarray, sample_rate: int) -> dict[str, float]:
+    import torch
+
+    from dmst.console import _with_sends, group
+    from dmst.effects import compressor, gain, loudness_normalize, parametric_eq, saturation, staging_gain_db
+    from dmst.effects.deesser import deesser
+    from dmst.effects.gate import gate
+    from dmst.effects.limiter import limiter
+    from dmst.effects.post_eq import post_eq
+
+    params = {k: torch.tensor([v]) for k, v in _all_stages().items()}
+    stages = (
+        ("gate", lambda v: gate(v, sample_rate, **group(params, "gate"))),
+        ("eq", lambda v: parametric_eq(v, sample_rate, **group(params, "eq"))),
+        ("compressor", lambda v: compressor(v, sample_rate, **group(params, "compressor"))),
+        ("de-esser", lambda v: deesser(v, sample_rate, **group(params, "deesser"))),
+        ("post EQ", lambda v: post_eq(v, sample_rate, **group(params, "post_eq"))),
+        ("saturation", lambda v: saturation(v, sample_rate, **group(params, "saturation"))),
+        ("sends (with tail)", lambda v: _with_sends(v, sample_rate, group(params, "delay"), group(params, "reverb"), 2, True)),
+        ("output loudness (BS.1770)", lambda v: loudness_normalize(v, sample_rate, params["output.loudness_lufs"])),
+        ("limiter", lambda v: limiter(v, sample_rate, **group(params, "limiter"))),
+    )
+    times = {}
+    with torch.no_grad():
+        t = time.perf_counter()
+        y = torch.from_numpy(x)[None]
+        y = gain(y, staging_gain_db(y, sample_rate))
+        times["staging (BS.1770)"] = time.perf_counter() - t
+        for name, fn in stages:
+            t = time.perf_counter()
+            y = fn(y)
+            times[name] = time.perf_counter() - t
+    return times
+
+
 def _pedalboard_renderer(sample_rate: int):
     import pedalboard as pb
 
@@ -198,12 +262,16 @@ def _pedalboard_renderer(sample_rate: int):
 
 
 def child(impl: str, path: str, sample_rate: int, repeats: int, threads: int) -> dict:
-    if threads > 0:
+    if impl == "dmst-all":  # threads as dmst render sets them: torch on one, the compiled loops on the cores
+        from dmst.effects._llvm import use_cores_for_kernels
+
+        use_cores_for_kernels(threads if threads > 0 else None)
+    elif threads > 0:
         import torch
 
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    run = _dmst_renderer(sample_rate) if impl == "dmst" else _pedalboard_renderer(sample_rate)
+    run = {"dmst": _dmst_renderer, "dmst-all": _dmst_all_renderer}.get(impl, _pedalboard_renderer)(sample_rate)
     import_s = time.perf_counter() - t0
     x = np.load(path)
     clip = np.ascontiguousarray(x[:, :sample_rate])
@@ -214,12 +282,13 @@ def child(impl: str, path: str, sample_rate: int, repeats: int, threads: int) ->
     run(clip)
     second_call_s = time.perf_counter() - t
     rss_before_mib = _vm("VmRSS")
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         y = run(x)
         times.append(time.perf_counter() - t)
-        assert y.shape == x.shape and np.isfinite(np.asarray(y)).all()
+        cpu.append(time.process_time() - c)  # all of the process's threads: steadier than wall time on a busy machine
+        assert (y.shape[-1] > x.shape[-1] if impl == "dmst-all" else y.shape == x.shape) and np.isfinite(np.asarray(y)).all()
         del y
     out = {
         "impl": impl, "threads": threads if threads > 0 else "default",
@@ -228,7 +297,7 @@ def child(impl: str, path: str, sample_rate: int, repeats: int, threads: int) ->
         "import_s": import_s,
         "first_call_1s_clip_s": first_call_s, "second_call_1s_clip_s": second_call_s,
         "first_call_cost_s": first_call_s - second_call_s,
-        "render_times_s": times, "wall_s": min(times),
+        "render_times_s": times, "wall_s": min(times), "render_cpu_s": cpu,
         "rss_before_render_mib": rss_before_mib,
         "peak_rss_mib": _vm("VmHWM"),
         "input_mib": x.nbytes / 2**20,
@@ -236,6 +305,8 @@ def child(impl: str, path: str, sample_rate: int, repeats: int, threads: int) ->
     out["realtime_factor"] = out["duration_s"] / out["wall_s"]
     if impl == "dmst":
         out["stages_s"] = _dmst_stages(x, sample_rate)
+    elif impl == "dmst-all":
+        out["all_stages_s"] = _dmst_all_stages(x, sample_rate)
     return out
 
 
@@ -259,6 +330,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="20 s and 40 s files instead of 3 and 10 minutes")
     ap.add_argument("--repeats", type=int, default=3, help="timed renders per case (best is reported; 2 for the long case)")
     ap.add_argument("--no-pedalboard", action="store_true")
+    ap.add_argument("--all-stages-only", action="store_true",
+                    help="only the 3-minute file with every stage on, threads as dmst render sets them (target >= 200x)")
     ap.add_argument("--child", nargs=5, metavar=("IMPL", "PATH", "SR", "REPEATS", "THREADS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -268,6 +341,10 @@ def main() -> None:
 
     # (label, implementation, threads: 0 = library default)
     runs = [("dmst", "dmst", 0), ("dmst 1 thread", "dmst", 1)] + ([] if args.no_pedalboard else [("pedalboard", "pedalboard", 0)])
+    all_stages = ("dmst, every stage on", "dmst-all", 0)  # the 3-minute case only
+    cases = dict(CASES)
+    if args.all_stages_only:
+        runs, cases = [], {k: v for k, v in CASES.items() if v["seconds"] < 300}
     results = {"cases": {}, "settings": TYPICAL, "machine": {
         "cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
         "load_average_at_start": os.getloadavg(),
@@ -277,7 +354,7 @@ def main() -> None:
     results["machine"]["torch"] = torch.__version__
     results["machine"]["torch_threads"] = torch.get_num_threads()
     with tempfile.TemporaryDirectory(prefix="dmst_bench_") as tmp:
-        for name, case in CASES.items():
+        for name, case in cases.items():
             seconds = case["seconds"] / (9 if args.quick else 1)
             path = Path(tmp) / "audio.npy"
             t = time.perf_counter()
@@ -285,7 +362,7 @@ def main() -> None:
             print(f"[{name}] material built in {time.perf_counter() - t:.1f} s", file=sys.stderr)
             repeats = args.repeats if case["seconds"] < 300 else min(args.repeats, 2)
             results["cases"][name] = {}
-            for label, impl, threads in runs:
+            for label, impl, threads in runs + ([all_stages] if case["seconds"] < 300 else []):
                 r = run_child(impl, path, case["sample_rate"], repeats, threads)
                 results["cases"][name][label] = r
                 print(f"[{name}] {label}: {r['wall_s']:.2f} s, {r['realtime_factor']:.0f}x real time, "
@@ -294,9 +371,9 @@ def main() -> None:
     results["machine"]["load_average_at_end"] = os.getloadavg()
 
     lines = [
-        "| case | implementation | render wall s (best) | all runs s | x real time | first-call (JIT) cost s "
+        "| case | implementation | render wall s (best) | all runs s | CPU s per run | x real time | first-call (JIT) cost s "
         "| peak RSS MiB | RSS before render MiB | time / pedalboard time |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, per in results["cases"].items():
         for label, r in per.items():
@@ -304,15 +381,18 @@ def main() -> None:
             if r["impl"] == "dmst" and "pedalboard" in per:
                 ratio = f"{r['wall_s'] / per['pedalboard']['wall_s']:.1f}x"
             runs_s = ", ".join(f"{t:.2f}" for t in r["render_times_s"])
-            lines.append(f"| {name} | {label} | {r['wall_s']:.2f} | {runs_s} | {r['realtime_factor']:.0f} | "
+            cpu_s = ", ".join(f"{t:.2f}" for t in r.get("render_cpu_s", []))
+            lines.append(f"| {name} | {label} | {r['wall_s']:.2f} | {runs_s} | {cpu_s} | {r['realtime_factor']:.0f} | "
                          f"{r['first_call_cost_s']:.2f} | {r['peak_rss_mib']:.0f} | {r['rss_before_render_mib']:.0f} | {ratio} |")
-    stage_names = list(next(iter(results["cases"].values()))["dmst"]["stages_s"])
-    lines += ["", "dmst stage by stage (one pass):", "",
-              "| case | implementation | " + " | ".join(stage_names) + " |", "|---|---|" + "---|" * len(stage_names)]
-    for name, per in results["cases"].items():
-        for label, r in per.items():
-            if "stages_s" in r:
-                lines.append(f"| {name} | {label} | " + " | ".join(f"{v:.2f} s" for v in r["stages_s"].values()) + " |")
+    for key, title in (("stages_s", "dmst stage by stage (one pass):"), ("all_stages_s", "every stage on, stage by stage (one pass):")):
+        timed = [(name, label, r[key]) for name, per in results["cases"].items() for label, r in per.items() if key in r]
+        if not timed:
+            continue
+        stage_names = list(timed[0][2])
+        lines += ["", title, "", "| case | implementation | " + " | ".join(stage_names) + " |",
+                  "|---|---|" + "---|" * len(stage_names)]
+        for name, label, stages in timed:
+            lines.append(f"| {name} | {label} | " + " | ".join(f"{v:.2f} s" for v in stages.values()) + " |")
     table = "\n".join(lines)
     results["table_markdown"] = table
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

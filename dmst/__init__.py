@@ -7,7 +7,7 @@ vocal; differentiable DSP renders them.  The Python API in four lines::
     model = dmst.load_model()                       # the bundled model
     p = model.predict(audio, sr)                    # nested settings, physical units
     p = dmst.apply_presets(p, ["warm"], amount=0.5)
-    y = dmst.render(audio, sr, p)                   # same type and shape as ``audio``
+    y = dmst.render(audio, sr, p)                   # same type and shape as ``audio`` (a send on: stereo, with its tail)
 
 ``import dmst`` itself is cheap: everything that needs torch is imported on first use
 (PEP 562 module ``__getattr__``), so ``dmst --help`` answers at once.
@@ -43,7 +43,8 @@ def render(audio, sample_rate: int, params):
 
     ``audio``: (channels, samples) (or (samples,) for mono), a numpy array or a torch
     tensor; the result has the same type and float dtype, and the same shape unless a send (delay, reverb) is on,
-    which returns in stereo: then a mono input gives (2, samples).  ``params`` is a nested dict in physical units
+    which returns in stereo: then a mono input gives (2, samples + tail), the output running on past the input
+    until the returns have fallen 80 dB (at most 10 s: :func:`dmst.effects.sends.tail_samples`).  ``params`` is a nested dict in physical units
     (as ``model.predict`` or :func:`dmst.schema.from_json` give), validated here:
     a missing, unknown or out-of-range value raises :class:`dmst.schema.ParamError`.
     """
@@ -61,8 +62,9 @@ def render(audio, sample_rate: int, params):
     dtype = x.dtype if x.is_floating_point() else torch.float32
     with torch.no_grad():
         x2 = x.to(torch.float32).reshape(-1, x.shape[-1])
-        y = console.render(x2[None], int(sample_rate), flat, output_channels=2 if console.sends_on(flat) else None)[0]
-        y = (y.reshape(x.shape) if y.shape[0] == x2.shape[0] else y).to(dtype)
+        y = console.render(x2[None], int(sample_rate), flat, output_channels=2 if console.sends_on(flat) else None,
+                           tail=True)[0]
+        y = (y.reshape(x.shape) if y.shape == x2.shape else y).to(dtype)
     return y.numpy() if is_numpy else y
 
 

@@ -203,8 +203,9 @@ def _settings(model, params, audio, sample_rate, names, amount, presets, staging
     return apply_presets(params, names, amount, presets) if names else params
 
 
-def _render(audio, sample_rate: int, nested, staging_db=None):
-    """(channels, samples) numpy -> rendered (channels, samples) float32 torch tensor."""
+def _render(audio, sample_rate: int, nested, staging_db=None, tail: bool = True):
+    """(channels, samples) numpy -> rendered (channels, samples) float32 torch tensor; with a send on, stereo
+    and (``tail``) longer than the input by the sends' tail (:func:`dmst.console.render`)."""
     import torch
 
     from . import console, schema
@@ -214,7 +215,7 @@ def _render(audio, sample_rate: int, nested, staging_db=None):
         flat = schema.stack([nested])
         # A send returns in stereo: a mono take's mix is then stereo, the dry voice centred.
         return console.render(x, sample_rate, flat, staging_db=staging_db,
-                              output_channels=2 if console.sends_on(flat) else None)[0]
+                              output_channels=2 if console.sends_on(flat) else None, tail=tail)[0]
 
 
 def _limit(y, sample_rate: int, settings):
@@ -353,6 +354,24 @@ def _limiter_ceiling(args, nested) -> float:
     return nested["limiter"]["ceiling_dbtp"] if args.ceiling is None else args.ceiling
 
 
+def _reuse_freed_memory() -> None:
+    """Ask glibc's allocator to keep freed blocks for reuse (``mallopt``) instead of handing each
+    tensor of a long file back to the system and faulting fresh zeroed pages in for the next:
+    about 0.5 s of system time less for a 3-minute render with the sends on.  A no-op elsewhere."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+    mallopt(M_MMAP_THRESHOLD, 32 << 20)  # the largest glibc takes: a mono 3-minute float32 tensor fits under it
+    mallopt(M_TRIM_THRESHOLD, 1 << 30)
+    mallopt(M_TOP_PAD, 64 << 20)
+
+
 def cmd_render(args) -> int:
     from tqdm import tqdm
 
@@ -383,8 +402,12 @@ def cmd_render(args) -> int:
             raise CliError("--save-params and the audio output are the same file; choose another name")
         check_output(args.save_params, inputs + ([Path(args.params)] if args.params else []), args.force)
 
-    from .effects._llvm import compile_render_kernels
+    from .effects._llvm import compile_render_kernels, use_cores_for_kernels
 
+    # torch's own operations on one thread, the compiled loops and the sends' FFT blocks on the cores:
+    # on a CPU shared with other jobs torch's spinning OpenMP threads doubled the render's time.
+    use_cores_for_kernels()
+    _reuse_freed_memory()
     with ThreadPoolExecutor(max_workers=1) as pool:  # the kernels compile while the files are read
         compiling = pool.submit(compile_render_kernels)
         # Read every input before writing anything: a broken file stops the run with nothing written.
@@ -681,7 +704,7 @@ def cmd_plot(args) -> int:
     audio, sample_rate, _ = read_audio(args.input)
     model = _load_model(args) if params is None else None
     nested = _settings(model, params, audio, sample_rate, names, args.amount, presets)
-    after = _render(audio, sample_rate, nested)
+    after = _render(audio, sample_rate, nested, tail=False)  # drawn against the input, sample for sample
     fig = draw_settings(nested, sample_rate, torch.from_numpy(audio), after)
     title = Path(args.input).name + (f"  (presets: {', '.join(names)} x{args.amount:g})" if names else "")
     fig.suptitle(title, y=1.0)

@@ -12,7 +12,13 @@ the reverb (the two returns are parallel): that would need one more convolution 
 the two responses.  The dry signal stays as it is, centred: with
 ``output_channels=2`` a mono take comes out as two equal channels plus the stereo returns
 (what ``dmst render`` does when a send is on); by default the output keeps the input's
-layout, and a mono output gets the returns' mid.  The true-peak limiter comes after the loudness
+layout, and a mono output gets the returns' mid.  With ``tail=True`` (``dmst render``,
+:func:`dmst.render`, the service) a render whose send is on runs past the input's end by the
+sends' tail, until every return that is on has fallen 80 dB below its start (at most
+10 s: :func:`dmst.effects.sends.tail_samples`), as a mixing engineer bounces a mix with its
+reverb and echo tails; with every send off, and by default (training, whose raws are
+padded for the tails of their mixes), the output keeps the input's length exactly.
+The true-peak limiter comes after the loudness
 stage, so a delivery at any loudness stays under ``limiter.ceiling_dbtp``.  Every new
 stage's defaults are a bypass (the limiter's off at 0 dBTP; a migrated v2 settings file
 gets it off), so a v2 setting renders as the v2 console did.
@@ -40,7 +46,7 @@ from .effects.gain import REFERENCE_LUFS
 from .effects.gate import gate
 from .effects.limiter import limiter
 from .effects.post_eq import post_eq
-from .effects.sends import sends
+from .effects.sends import sends, tail_samples
 
 
 class AudioError(ValueError):
@@ -70,6 +76,7 @@ def render(
     staging_db: torch.Tensor | None = None,
     excerpt_offset_lu: torch.Tensor | None = None,
     output_channels: int | None = None,
+    tail: bool = False,
 ) -> torch.Tensor:
     """Run (batch, channels, samples) audio through the chain with per-item ``params``.
 
@@ -86,6 +93,9 @@ def render(
     returns in stereo (``dmst render`` and :func:`dmst.render` ask for it when a send is on:
     :func:`sends_on`).  The layout never depends on the values, so training batches keep
     their shape.
+    ``tail``: when a send is on, the output is longer than ``x`` by the sends' tail
+    (:func:`dmst.effects.sends.tail_samples`: until the returns have fallen 80 dB, at most 10 s), the dry
+    signal silent there; with the sends off, or ``tail=False`` (the default, training), it keeps ``x``'s length.
     """
     check_audio(x)
     if output_channels not in (None, 1, 2) or output_channels == 1 and x.shape[1] != 1:
@@ -99,7 +109,7 @@ def render(
     y = deesser(y, sample_rate, **group(params, "deesser"))
     y = post_eq(y, sample_rate, **group(params, "post_eq"))
     y = saturation(y, sample_rate, **group(params, "saturation"))
-    y = _with_sends(y, sample_rate, group(params, "delay"), group(params, "reverb"), output_channels)
+    y = _with_sends(y, sample_rate, group(params, "delay"), group(params, "reverb"), output_channels, tail)
     y = loudness_normalize(y, sample_rate, params["output.loudness_lufs"], excerpt_offset_lu)
     return limiter(y, sample_rate, **group(params, "limiter"))
 
@@ -109,14 +119,19 @@ def sends_on(params: Mapping[str, torch.Tensor]) -> bool:
     return any(bool((send_gain(torch.as_tensor(params[k])) != 0).any()) for k in ("delay.send_db", "reverb.send_db"))
 
 
-def _with_sends(y: torch.Tensor, sample_rate: int, delay: dict, reverb: dict, output_channels: int | None) -> torch.Tensor:
-    """The dry signal plus the stereo delay and reverb returns, in ``output_channels`` (default: ``y``'s)."""
+def _with_sends(y: torch.Tensor, sample_rate: int, delay: dict, reverb: dict, output_channels: int | None,
+                tail: bool = False) -> torch.Tensor:
+    """The dry signal plus the stereo delay and reverb returns, in ``output_channels`` (default: ``y``'s);
+    with ``tail``, followed by the returns' tail when a send is on."""
     channels = output_channels or y.shape[1]
     if channels == 2 and y.shape[1] == 1:
         y = y.expand(-1, 2, -1)  # the dry signal centred
     if not sends_on({"delay.send_db": delay["send_db"], "reverb.send_db": reverb["send_db"]}):
         return y.contiguous()
-    returns = sends(y, sample_rate, delay, reverb)  # (batch, 2, n), from the send's mono sum
+    length = y.shape[-1] + (tail_samples(sample_rate, delay, reverb) if tail else 0)
+    returns = sends(y, sample_rate, delay, reverb, length)  # (batch, 2, length), from the send's mono sum
+    if length > y.shape[-1]:
+        y = torch.nn.functional.pad(y, (0, length - y.shape[-1]))  # the dry signal ends with the input
     if y.shape[1] == 1:
         return y + returns.mean(dim=1, keepdim=True)  # a mono output: the returns' mid
     if y.shape[1] == 2:
@@ -131,8 +146,8 @@ class Console(torch.nn.Module):
         super().__init__()
         self.sample_rate = sample_rate
 
-    def forward(self, x, params, staging_db=None, excerpt_offset_lu=None, output_channels=None):
-        return render(x, self.sample_rate, params, staging_db, excerpt_offset_lu, output_channels)
+    def forward(self, x, params, staging_db=None, excerpt_offset_lu=None, output_channels=None, tail=False):
+        return render(x, self.sample_rate, params, staging_db, excerpt_offset_lu, output_channels, tail)
 
 
 __all__ = ["AudioError", "Console", "REFERENCE_LUFS", "check_audio", "render", "schema", "sends_on"]

@@ -216,6 +216,23 @@ def test_out_dir_keeps_names_and_folders_are_expanded_sorted(capsys, tmp_path, v
     assert sorted(p.name for p in (tmp_path / "flacs").iterdir()) == ["a_take.flac", "b_take.flac"]
 
 
+def test_a_send_on_renders_the_tail_past_the_input(capsys, tmp_path, mono):
+    """dmst render with a reverb on: stereo, and longer than the take by the reverb's tail (its RT60 x 80/60 plus
+    the pre-delay, at damping this high), ending decayed; with the sends off it keeps the take's length (above)."""
+    settings = schema.default_dict()
+    settings["reverb"].update(send_db=-12.0, decay_s=0.6, pre_delay_ms=10.0, damping_hz=20000.0)
+    path = tmp_path / "room.json"
+    path.write_text(schema.to_json(settings))
+    out = tmp_path / "room.wav"
+    code, _, err = run(capsys, "render", mono, "-o", out, "--params", path)
+    assert code == 0, err
+    y, sr = sf.read(out, dtype="float64", always_2d=True)
+    extra_s = (y.shape[0] - sf.info(mono).frames) / sr
+    assert y.shape[1] == 2 and 0.010 + 0.6 * 80 / 60 - 0.001 <= extra_s <= 0.010 + 0.6 * 80 / 60 + 0.01, extra_s
+    last, body = y[-sr // 100:].std(), y[: sf.info(mono).frames].std()
+    assert 20 * np.log10(last / body) < -70.0  # what is left at the very end has decayed
+
+
 def test_existing_output_needs_force(capsys, tmp_path, mono, neutral):
     out = tmp_path / "out.wav"
     out.write_bytes(b"precious")

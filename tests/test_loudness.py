@@ -178,6 +178,42 @@ def test_true_peak_finds_the_peak_between_samples():
     assert true_peak_dbfs(x[None], fs) == pytest.approx(20 * np.log10(amplitude), abs=0.05)
 
 
+def _faded_sine(fs, freq_hz, phase_deg, amplitude, seconds=1.0):
+    """A sine with 40 ms raised-cosine fades: no abrupt start or end, whose reconstruction would overshoot."""
+    n = np.arange(int(seconds * fs))
+    fade = np.clip(np.minimum(n, n[::-1]) / (0.04 * fs), 0, 1)
+    return amplitude * (0.5 - 0.5 * np.cos(np.pi * fade)) * np.cos(2 * np.pi * freq_hz * n / fs + np.deg2rad(phase_deg))
+
+
+@pytest.mark.parametrize("fs", [44100, 48000])
+def test_true_peak_of_ebu_tech_3341_style_sines(fs):
+    """EBU Tech 3341's true-peak signals are sines at fs/4 at -6 dBFS with their crests 0, 45, 60 and 67.5
+    degrees off the samples (true peak -6.0 dBTP; EBU's tolerance +0.2 / -0.4 dB).  A 4x meter's points fall
+    every 22.5 degrees of an fs/4 cycle: on them (0, 45, 67.5) it reads the analytic value within 0.05 dB;
+    at 60 degrees, 7.5 degrees off its nearest point, it reads cos(7.5 deg) low (-0.075 dB), never high."""
+    amplitude_db = -6.0
+    for phase, low in ((0.0, 0.05), (45.0, 0.05), (67.5, 0.05), (60.0, 0.1)):
+        x = _faded_sine(fs, fs / 4, phase, 10 ** (amplitude_db / 20))
+        if phase:  # the samples themselves miss the crest
+            assert 20 * np.log10(np.abs(x).max()) < amplitude_db - 0.5
+        reading = true_peak_dbfs(x[None], fs)
+        assert amplitude_db - low <= reading <= amplitude_db + 0.05, (phase, reading)
+    # 997 Hz (EBU's other tone) and a loud 1 kHz at -0.5 dBFS: within 0.05 dB
+    for freq, amp_db in ((997.0, -6.0), (1000.0, -0.5)):
+        assert true_peak_dbfs(_faded_sine(fs, freq, 30.0, 10 ** (amp_db / 20))[None], fs) == pytest.approx(amp_db, abs=0.05)
+
+
+def test_true_peak_never_reads_above_the_analytic_peak():
+    """Faded sines from 100 Hz to 0.4 fs at phases across a sample: the meter reads at most 0.05 dB over their
+    amplitude (a 4x meter may read under it between its points, never over: its filter has no gain there)."""
+    fs = 48000
+    worst = -np.inf
+    for freq in (100.0, 1000.0, 5000.0, 9000.0, 12000.0, 15000.0, 19200.0):
+        for phase in np.linspace(0.0, 90.0, 7):
+            worst = max(worst, true_peak_dbfs(_faded_sine(fs, freq, phase, 0.5, 0.3)[None], fs) - 20 * np.log10(0.5))
+    assert worst <= 0.05, worst
+
+
 @pytest.mark.parametrize("fs, factor", [(44100, 4), (96000, 2)])
 def test_true_peak_equals_scipy_polyphase_oversampling(fs, factor):
     """Band-limited noise across several of the meter's blocks (2**20 samples): the same peak as

@@ -185,7 +185,9 @@ def _pause_energy_db(params_list) -> list[float]:
     """For each setting, the energy in the pauses of examples/audioflux_voice.wav's render (the 100 ms frames where the
     render with no space is more than 30 dB below its loudest frame), in dB of the whole render's energy."""
     audio, sr = sf.read(PAUSES, dtype="float32", always_2d=True)
-    renders = [np.asarray(dmst.render(audio.T.copy(), sr, p))[0].astype(np.float64) for p in params_list]
+    # Over the clip's own length: a render with a send on runs on past it by the sends' tail.
+    renders = [np.asarray(dmst.render(audio.T.copy(), sr, p))[0][..., : audio.shape[0]].astype(np.float64)
+               for p in params_list]
     hop = sr // 10
 
     def frames(y):

@@ -129,3 +129,24 @@ def test_recovers_known_settings_by_gradient_descent():
                            scales=dict(decay_s=1.0, send_db=10.0, width=1.0),
                            loss=lambda y, t: (envelope_db(y) - envelope_db(t)).pow(2).mean(), steps=60, lr=0.05)
     assert last < 0.1 * first, (first, last, got)
+
+
+@pytest.mark.parametrize("fs, pre_delay_ms", [(44100, 0.0), (44100, 25.0), (48000, 25.3), (48000, 200.7)])
+def test_response_ends_on_its_decay_line(fs, pre_delay_ms):
+    """The impulse response's last 50 ms lie on the straight (dB) decay line fitted to the 400 ms before
+    them, not above it: nothing wraps around to the end (the fractional pre-delay's ringing, a tone at Nyquist)."""
+    from dmst.effects.reverb import reverb_response
+
+    h = reverb_response(10**7, fs, torch.tensor([1.5]), torch.tensor([6000.0]), torch.tensor([0.8]),
+                        torch.tensor([pre_delay_ms]), torch.float64)[0].numpy()
+    window = fs // 100  # 10 ms
+    for channel in h:
+        frames = channel[: channel.size // window * window].reshape(-1, window)
+        level = 10 * np.log10((frames ** 2).mean(axis=1))
+        fit_frames, tail_frames = 40, 5
+        t = np.arange(level.size)
+        line = np.polyfit(t[-fit_frames - tail_frames:-tail_frames], level[-fit_frames - tail_frames:-tail_frames], 1)
+        assert line[0] < 0  # it is decaying
+        excess = level[-tail_frames:] - np.polyval(line, t[-tail_frames:])
+        assert excess.max() < 3.0, excess  # a 10 ms frame of noise scatters by a dB or two
+        assert level[-1] < level.max() - 80.0  # and it ends where it has decayed by 80 dB

@@ -17,15 +17,21 @@ from dmst.effects.eq import biquad
 
 @pytest.fixture()
 def two_threads():
-    before = torch.get_num_threads()
+    from dmst.effects import _llvm
+
+    before, kernels = torch.get_num_threads(), _llvm._kernel_threads
+    _llvm._kernel_threads = None  # follow torch's count (an in-process dmst render may have set it)
     torch.set_num_threads(2)
     yield
     torch.set_num_threads(before)
+    _llvm._kernel_threads = kernels
 
 
 def test_two_threads_really_split_the_work(two_threads):
     # Preconditions of the tests below: with these sizes the kernels are called with several jobs.
-    assert torch.get_num_threads() == 2
+    from dmst.effects._llvm import kernel_threads
+
+    assert torch.get_num_threads() == 2 and kernel_threads() == 2
     assert _biquads._plan(600_000, 2000)[0] == 2
     assert max(1, min(torch.get_num_threads(), _fir.writable_length(300_000) // _fir.STEP // 64)) == 2
 
@@ -59,3 +65,23 @@ def test_fir_on_two_threads_equals_one_thread_and_numpy(two_threads):
     assert torch.equal(two, one)
     want = sum(np.correlate(x[i].astype(np.float64), h[i].astype(np.float64), mode="valid") for i in range(2))
     np.testing.assert_allclose(two.numpy(), want, rtol=0, atol=2e-5 * np.sqrt(2 * taps))
+
+
+def test_partitioned_convolution_on_two_threads_equals_one_thread_and_scipy(two_threads):
+    """The sends' block convolution split into two runs (their seam added after) is the linear convolution."""
+    from dmst.effects import _sends
+
+    n, length = 2**20 + 777, 50_000
+    g = np.random.default_rng(3)
+    x = torch.from_numpy(g.standard_normal((1, 1, n)).astype(np.float32))
+    h = torch.from_numpy((g.standard_normal((1, 2, length)) * np.exp(-np.arange(length) / 8000.0)).astype(np.float32))
+    blocks = -(-n // max(_sends.MIN_BLOCK, 1 << (-(-length // _sends.PARTS) - 1).bit_length()))
+    assert blocks >= 8 * _sends.PARTS  # enough blocks for two runs
+    with torch.no_grad():
+        two = _sends.convolve_mono(x, h)
+        torch.set_num_threads(1)
+        one = _sends.convolve_mono(x, h)
+    want = np.stack([ss.fftconvolve(x[0, 0].double().numpy(), h[0, c].double().numpy())[:n] for c in range(2)])
+    for y in (two, one):
+        assert np.linalg.norm(y[0].double().numpy() - want) / np.linalg.norm(want) < 1e-5
+    assert torch.allclose(two, one, atol=1e-6)

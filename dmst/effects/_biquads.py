@@ -26,7 +26,7 @@ import math
 
 import torch
 
-from ._llvm import compile_function, ir_loop, run_jobs
+from ._llvm import compile_function, ir_loop, kernel_threads, run_jobs
 
 LANES = 16  # chunks per vector: 4 AVX2 registers of 4 doubles, enough to hide the recursion's latency
 BLOCK_STEPS = 256  # steps per tile: LANES x 256 doubles (32 KiB) stay in L1 while every section runs over them
@@ -187,7 +187,7 @@ def _run(src: torch.Tensor, dst: torch.Tensor, sos: torch.Tensor, backward: bool
     kernel = _compiled(src.dtype == torch.float64)
     jobs = [(src[r].data_ptr(), dst[r].data_ptr(), n, chunk, warmup, g * LANES, sos[r].data_ptr(), sos.shape[1],
              int(backward)) for r in range(rows) for g in range(groups)]
-    run_jobs(kernel, jobs, torch.get_num_threads())
+    run_jobs(kernel, jobs, kernel_threads())
 
 
 def _row_cascades(sos: torch.Tensor, batch: int, channels: int) -> torch.Tensor:

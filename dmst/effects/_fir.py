@@ -15,7 +15,7 @@ import functools
 
 import torch
 
-from ._llvm import compile_function, ir_loop, run_jobs
+from ._llvm import compile_function, ir_loop, kernel_threads, run_jobs
 
 WIDTH = 8  # floats per register
 REGISTERS = 8  # independent accumulators: enough to keep both FMA units busy despite their latency
@@ -101,7 +101,7 @@ def fir_into(x: torch.Tensor, h: torch.Tensor, out: torch.Tensor, n: int) -> Non
     if length < readable_length(n, taps) or out.numel() < writable_length(n) or x.stride(-1) != 1 or not out.is_contiguous():
         raise ValueError("fir_into: buffers too short or not contiguous")
     steps = writable_length(n) // STEP
-    pieces = max(1, min(torch.get_num_threads(), steps // 64))  # pieces of >= 4096 outputs
+    pieces = max(1, min(kernel_threads(), steps // 64))  # pieces of >= 4096 outputs
     cuts = [steps * t // pieces for t in range(pieces + 1)]
     jobs = [(x.data_ptr() + 4 * STEP * lo, x.stride(0), streams, h.data_ptr(), taps, out.data_ptr() + 4 * STEP * lo,
              hi - lo) for lo, hi in zip(cuts, cuts[1:]) if hi > lo]

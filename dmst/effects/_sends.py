@@ -11,10 +11,12 @@ import math
 
 import torch
 
+from ._llvm import kernel_threads, map_threads
 from ._path import render_path
 
 PARTITIONED_MIN_LENGTH = 2**19  # signals at least this long (and 4x the response) use partitioned convolution
 MIN_BLOCK, MAX_BLOCK = 2**13, 2**18
+PARTS = 2  # the response is cut into about this many partitions (fewer: longer FFTs; more: more sums)
 SEND_OFF_DB = -60.0  # the bottom of send_db's range: the send is off, its return exactly zero
 # ... and so within this much above it: where an encoder's clamped sigmoid (u = 1e-3, 0.06 dB
 # up) or a fit started from the defaults lands, a send is off too, not a stereo mix at -60 dB.
@@ -52,36 +54,65 @@ def delay_phase(delay_samples: torch.Tensor, n_fft: int, complex_dtype) -> torch
     return torch.polar(torch.ones_like(phase), phase).to(complex_dtype)
 
 
-def convolve_mono(x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+def convolve_mono(x: torch.Tensor, h: torch.Tensor, length: int | None = None) -> torch.Tensor:
     """The mono sum (channel mean) of (batch, channels, n) ``x`` convolved with (batch, outputs, L) ``h``:
-    (batch, outputs, n), the first ``n`` samples of the linear convolution.
+    (batch, outputs, length), the first ``length`` (default ``n``) samples of the linear convolution.
 
     A signal much longer than the response (a whole song) is convolved block by block
     with the response cut into partitions (uniformly partitioned overlap-add, e.g.
     Wefers, "Partitioned convolution algorithms for real-time auralization", 2015): the
     FFTs stay a few hundred kilobytes, which runs 3-5x faster than one FFT of the whole
-    file.  Otherwise one FFT of the whole length.  Both are the same linear convolution.
+    file, and on the render path the output blocks run as one run per kernel thread.
+    Otherwise one FFT of the whole length.  Both are the same linear convolution.
     """
-    n, length = x.shape[-1], h.shape[-1]
-    mono = x.mean(dim=1)
+    render = render_path(x, h)
+    # One channel, or channels that are one in memory (a mono take centred on two): no averaging pass.
+    same = x.shape[1] == 1 or x.stride(1) == 0
+    mono = x[:, 0] if same and render else x.mean(dim=1)
+    n = x.shape[-1] if length is None else length
+    if n != mono.shape[-1]:  # zeros after the signal: the convolution's tail
+        mono = torch.nn.functional.pad(mono, (0, n - mono.shape[-1])) if n > mono.shape[-1] else mono[..., :n]
+    length = h.shape[-1]
     if n < PARTITIONED_MIN_LENGTH or n < 4 * length:
         n_fft = fast_length(n + length)
         return torch.fft.irfft(torch.fft.rfft(mono, n=n_fft)[:, None] * torch.fft.rfft(h, n=n_fft), n=n_fft)[..., :n]
-    block = min(MAX_BLOCK, max(MIN_BLOCK, 1 << (-(-length // 4) - 1).bit_length()))
+    block = min(MAX_BLOCK, max(MIN_BLOCK, 1 << (-(-length // PARTS) - 1).bit_length()))
     parts, blocks = -(-length // block), -(-n // block)
     batch, outputs = h.shape[0], h.shape[1]
-    spectra = torch.fft.rfft(torch.nn.functional.pad(mono, (0, blocks * block - n)).reshape(batch, blocks, block), n=2 * block)
     partitions = torch.fft.rfft(torch.nn.functional.pad(h, (0, parts * block - length)).reshape(batch, outputs, parts, block),
                                 n=2 * block)  # (batch, outputs, parts, bins)
-    if render_path(x, h):  # in place: one accumulator
-        acc = torch.zeros(batch, outputs, blocks, block + 1, dtype=spectra.dtype)
-        for p in range(min(parts, blocks)):
-            acc[:, :, p:].addcmul_(spectra[:, None, : blocks - p], partitions[:, :, p, None])
-    else:
+    inputs = torch.nn.functional.pad(mono, (0, blocks * block - n)).reshape(batch, blocks, block)
+    if not render:
+        spectra = torch.fft.rfft(inputs, n=2 * block)
         terms = [torch.nn.functional.pad(torch.view_as_real(spectra[:, None, : blocks - p] * partitions[:, :, p, None]),
                                          (0, 0, 0, 0, p, 0)) for p in range(min(parts, blocks))]
-        acc = torch.view_as_complex(torch.stack(terms).sum(0).contiguous())
-    y = torch.fft.irfft(acc, n=2 * block)  # (batch, outputs, blocks, 2 block)
-    head, tail = y[..., :block].reshape(batch, outputs, -1), y[..., block:].reshape(batch, outputs, -1)
-    out = head + torch.nn.functional.pad(tail[..., :-block], (block, 0))
-    return out[..., :n]
+        y = torch.fft.irfft(torch.view_as_complex(torch.stack(terms).sum(0).contiguous()), n=2 * block)
+        # Overlap-add: each block's second half lands on the next block.
+        head, tail = y[..., :block].reshape(batch, outputs, -1), y[..., block:].reshape(batch, outputs, -1)
+        return (head + torch.nn.functional.pad(tail[..., :-block], (block, 0)))[..., :n]
+    # Render: the output blocks in one run per thread (FFTs and in-place sums release the GIL), each run
+    # summing into one accumulator and overlap-adding into the output in place.  A run transforms the
+    # parts - 1 input blocks before its own again (it needs them); the seams between runs are added after.
+    threads = min(kernel_threads(), max(1, blocks // (4 * parts)))
+    cuts = [blocks * t // threads for t in range(threads + 1)]
+    spans = list(zip(cuts, cuts[1:]))
+    out = torch.empty(batch, outputs, blocks, block, dtype=h.dtype)
+
+    def run(span):
+        lo, hi = span
+        first = max(0, lo - parts + 1)
+        spectra = torch.fft.rfft(inputs[:, first:hi], n=2 * block)  # (batch, hi - first, bins)
+        acc = torch.zeros(batch, outputs, hi - lo, block + 1, dtype=spectra.dtype)
+        for p in range(min(parts, hi)):
+            start = max(lo, p)  # output block j takes input block j - p
+            acc[:, :, start - lo:].addcmul_(spectra[:, None, start - p - first: hi - p - first], partitions[:, :, p, None])
+        y = torch.fft.irfft(acc, n=2 * block)  # (batch, outputs, hi - lo, 2 block)
+        own = out[:, :, lo:hi]
+        own.copy_(y[..., :block])
+        own[:, :, 1:] += y[:, :, :-1, block:]
+        return y[:, :, -1, block:].clone()  # the run's last tail, for the next run's first block
+
+    tails = map_threads(run, spans, threads)
+    for (lo, _), tail in zip(spans[1:], tails):
+        out[:, :, lo] += tail
+    return out.reshape(batch, outputs, -1)[..., :n]

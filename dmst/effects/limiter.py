@@ -64,9 +64,22 @@ def limiter(x: torch.Tensor, sample_rate: float, ceiling_dbtp=-1.0, release_ms=1
     need_db = torch.clamp(ceiling_dbtp[:, None] - 20 * torch.log10(peaks.clamp_min(FLOOR)), max=0.0)
     # Before the start the gain is 0 dB; padding there keeps the average's bound for the first samples.
     need_db = torch.nn.functional.pad(need_db, (window - 1, 0))
-    ahead = -sliding_max(-need_db, window, lookahead=True)
+    ahead = _lookahead_min(need_db, window) if render else -sliding_max(-need_db, window, lookahead=True)
     held = hold_db(ahead, release_ms, sample_rate, render)
     gain_db = moving_average(held, window)[:, window - 1:]
     gain_db = torch.where(off[:, None], torch.zeros_like(gain_db), gain_db)
     y = x * db_to_gain(gain_db).unsqueeze(1)
     return (y, gain_db) if return_gain else y
+
+
+def _lookahead_min(x: torch.Tensor, window: int) -> torch.Tensor:
+    """``min x[t : t + window]`` (the window cut at the end), by doubling spans: log2(window) passes, no gradient
+    needed (the render path; :func:`dmst.effects._dynamics.sliding_max` is the differentiable form, equal)."""
+    y, span = x, 1
+    while 2 * span <= window:
+        y = torch.minimum(y, torch.nn.functional.pad(y[..., span:], (0, span), value=float("inf")))
+        span *= 2
+    if span < window:
+        rest = window - span
+        y = torch.minimum(y, torch.nn.functional.pad(y[..., rest:], (0, rest), value=float("inf")))
+    return y

@@ -33,9 +33,14 @@ from ._sends import convolve_mono, delay_phase, fast_length, send_gain
 SEED = 20250101
 BAND_CENTRES_HZ = (125.0, 250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0, 16000.0)
 MAX_DECAY_S = 6.0
-TAIL_DB = 90.0  # the response is kept until the slowest band has fallen this far
+TAIL_DB = 80.0  # the response is kept until the slowest band has fallen this far (the render's tail rule too)
 MAX_SECONDS = MAX_DECAY_S * TAIL_DB / 60.0
-PRE_DELAY_MARGIN = 4096  # samples of zeros after the response for the fractional pre-delay's sinc
+# Zeros after the response for the fractional pre-delay.  The response starts at full level, so
+# the band-limited (sinc) delay rings before its onset, falling as 1 / (pi k) at k samples; on
+# the FFT's circle that ringing lands at the buffer's end.  With this margin what wraps is
+# below -100 dB re the onset, and the response is cut where it ends, before the wrapped part.
+PRE_DELAY_MARGIN = 2**15
+NYQUIST_FADE = 0.45  # the noise fades out from this fraction of the sample rate to Nyquist
 DECAY = 3 * math.log(10)  # amplitude exp(-DECAY t / T): energy -60 dB at t = T
 
 
@@ -58,7 +63,11 @@ def noise_bands(sample_rate: int) -> tuple[torch.Tensor, torch.Tensor]:
         if b == len(BAND_CENTRES_HZ) - 1:
             falling = torch.ones_like(octave)
         masks.append(torch.where(octave < b, rising, falling))
-    bands = torch.fft.irfft(spectrum * torch.stack(masks)[:, None], n=n)  # (B, 2, n)
+    # No energy at Nyquist: a fractional pre-delay turns that bin's phase, which a real signal cannot
+    # hold there; the cut leaves a steady Nyquist tone over the whole response (about -85 dB re
+    # its start), above the late decay.  A raised-cosine fade from 0.45 fs, above hearing.
+    top = 0.5 + 0.5 * torch.cos(math.pi * ((f / sample_rate - NYQUIST_FADE) / (0.5 - NYQUIST_FADE)).clamp(0, 1))
+    bands = torch.fft.irfft(spectrum * (torch.stack(masks) * top)[:, None], n=n)  # (B, 2, n)
     flat = bands.reshape(len(masks), -1)
     return bands, flat @ flat.T / (2 * n)
 
@@ -98,7 +107,8 @@ def reverb_response(n: int, sample_rate: int, decay_s, damping_hz, width, pre_de
     n_fft = fast_length(length + int(math.ceil(float(shift.detach().max()))) + PRE_DELAY_MARGIN)
     spectrum = torch.fft.rfft(h, n=n_fft) * delay_phase(shift, n_fft, torch.complex128 if dtype == torch.float64
                                                             else torch.complex64)[:, None]
-    return torch.fft.irfft(spectrum, n=n_fft)[..., : min(n, n_fft)]
+    end = length + int(math.ceil(float(shift.detach().max()))) + 1  # the delayed response's last sample
+    return torch.fft.irfft(spectrum, n=n_fft)[..., : min(n, end)]
 
 
 def reverb(x: torch.Tensor, sample_rate: int, decay_s, pre_delay_ms, damping_hz, width, send_db) -> torch.Tensor:
