@@ -26,6 +26,8 @@ the loop gain ``L``, so a one-pole smoother with coefficient ``k`` would close w
 ``1 - (1 - k L)``: times ``L`` faster (and unstable for ``k L > 2``).  Dividing by ``L``
 keeps the closed loop's pole at ``1 - k``: a level step still moves 63 % of the gain
 change in ``attack_ms`` and recovers 63 % in ``release_ms``, whatever the ratio.
+The knee (``soft_knee`` on the output level, :mod:`._dynamics`) then spans, in input
+level, from ``threshold - knee/2`` to ``threshold + ratio * knee/2``.
 
 Rendering runs :func:`forward` (LLVM IR, :mod:`._llvm`); training runs the same
 compiled loop, saving its states, inside :class:`FeedbackGain`, whose backward pass is

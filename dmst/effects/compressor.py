@@ -33,10 +33,12 @@ Compressor Design - A Tutorial and Analysis", JAES 60(6), 2012:
    (:mod:`._feedback`).  The feedback loop is scaled so that ``ratio`` is still the
    steady-state ratio and ``attack_ms`` / ``release_ms`` still the 63 % times of a level
    step's gain change (a plain loop would settle at ``2 - 1/ratio`` and run ``ratio``
-   times faster).  With the peak detector the two topologies then agree away from the
-   knee (the loop solves the same equation one sample late); they part where the
+   times faster).  The knee is on the detected (output) level, as in analogue feedback
+   designs: in input level it spans ``threshold - knee/2`` to ``threshold + ratio *
+   knee/2``, a softer onset.  With the peak detector the two topologies agree above
+   the knee (the loop solves the same equation one sample late); they part where the
    detector averages the output (RMS), in the knee, and in how attack and release
-   alternate.
+   alternate (one branching smoother instead of a hold and a smoother).
 4. Make-up gain.
 
 For training, every feed-forward recursion runs on torchcomp's ``compressor_core`` (a
