@@ -62,7 +62,7 @@ from ._path import per_item, render_path
 LEVEL_FLOOR_DB = -120.0
 FLOOR = 10 ** (LEVEL_FLOOR_DB / 20)
 
-__all__ = ["compressor", "gain_computer", "detector_level_db", "detector_family_gain_db", "time_constant_coefficient",
+__all__ = ["compressor", "gain_computer", "detector_level_db", "detector_family_gain_db", "feedback_gain_db", "time_constant_coefficient",
            "LEVEL_FLOOR_DB"]
 
 
