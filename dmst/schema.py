@@ -125,7 +125,7 @@ SCHEMA: tuple[Param, ...] = (
     _p("eq", "high_shelf_freq_hz",  "Hz", 3000,  16000, 8000,  "log",    "High-shelf (air) corner frequency"),
     _p("eq", "high_shelf_gain_db",  "dB", -12,   12,    0,     "linear", "High-shelf (air) gain"),
     _p("eq", "low_pass_freq_hz",    "Hz", 3000,  20000, 18000, "log",    "Low-pass cutoff (12 dB/octave, Butterworth Q 0.707)"),
-    # Compressor: feed-forward, soft knee; peak or RMS detector, ballistics on the gain in dB or on the linear envelope.
+    # Compressor: soft knee; peak or RMS detector, ballistics on the gain in dB or on the linear envelope, feed-forward or feedback.
     _p("compressor", "threshold_db",    "dBFS", -60,  0,    -18,  "linear", "Level above which gain reduction starts (centre of the knee)"),
     _p("compressor", "ratio",           ":1",   1,    20,   2,    "log",    "Input dB change per output dB change above the knee"),
     _p("compressor", "knee_db",         "dB",   0,    24,   6,    "linear", "Width of the soft knee, centred on the threshold"),
@@ -136,6 +136,7 @@ SCHEMA: tuple[Param, ...] = (
     _p("compressor", "detector_rms",    "",     0,    1,    0,    "linear", "Level detector: 0 instantaneous peak, 1 RMS over rms_window_ms (blended in dB between)"),
     _p("compressor", "rms_window_ms",   "ms",   1,    300,  20,   "log",    "Time constant of the RMS detector's mean square (63% of a step)"),
     _p("compressor", "linear_envelope", "",     0,    1,    0,    "linear", "Ballistics domain: 0 smoothing of the gain in dB, 1 attack/release on the linear level envelope (JUCE, analogue-style); gains blended in dB between"),
+    _p("compressor", "feedback",        "",     0,    1,    0,    "linear", "Topology: 0 feed-forward (the detector reads the input), 1 feedback (it reads the output, 1176/LA-2A-style; same ratio and 63% times); gains blended in dB between"),
     # De-esser (schema v3): split-band; the sidechain band drives gain reduction on the high band only.  Range 0 dB: off.
     _p("deesser", "frequency_hz",   "Hz",   3000, 10000, 6500, "log",   "Centre of the sidechain band (two band-pass sections); the high band starts an octave below"),
     _p("deesser", "threshold_db",   "dBFS", -60,  0,    -30,  "linear", "Sidechain band level above which the high band is turned down (infinite ratio)"),
@@ -178,7 +179,7 @@ SCHEMA: tuple[Param, ...] = (
 # default, which by design reproduces the older console exactly.  A new parameter group
 # plugs in by listing its keys here under the version that adds it.
 ADDED_IN: dict[int, tuple[str, ...]] = {
-    3: ("compressor.detector_rms", "compressor.rms_window_ms", "compressor.linear_envelope",
+    3: ("compressor.detector_rms", "compressor.rms_window_ms", "compressor.linear_envelope", "compressor.feedback",
         "gate.threshold_db", "gate.ratio", "gate.range_db", "gate.attack_ms", "gate.release_ms",
         "deesser.frequency_hz", "deesser.threshold_db", "deesser.range_db", "deesser.attack_ms", "deesser.release_ms",
         "post_eq.bell_freq_hz", "post_eq.bell_gain_db", "post_eq.bell_q", "post_eq.high_shelf_freq_hz",
@@ -189,8 +190,9 @@ ADDED_IN: dict[int, tuple[str, ...]] = {
         "eq.high_pass_slope_db"),
 }
 # Rows added to a version after files of that version were written: such a file may lack
-# them, and means their default (before eq.high_pass_slope_db, every high-pass was 12 dB/octave).
-ADDED_LATE: dict[int, tuple[str, ...]] = {3: ("eq.high_pass_slope_db",)}
+# them, and means their default (before eq.high_pass_slope_db, every high-pass was 12 dB/octave;
+# before compressor.feedback, every compressor was feed-forward).
+ADDED_LATE: dict[int, tuple[str, ...]] = {3: ("eq.high_pass_slope_db", "compressor.feedback")}
 LIMITER_OFF_DBTP = 0.0  # limiter.ceiling_dbtp at its maximum: the limiter is off (an exact bypass)
 # The value a *settings file* of an older version gets for a parameter it lacks, where that is
 # not the default: v2 had no limiter, so a v2 file gets it off and renders exactly as it did.
@@ -202,7 +204,7 @@ MIGRATED_VALUE: dict[str, float] = {"limiter.ceiling_dbtp": LIMITER_OFF_DBTP}
 # sigmoid has no slope, and Adam would need thousands of steps to move it.  (The migrated
 # model still *predicts* the default until it is trained: see dmst.encoder.model.)
 TRAINING_START: dict[str, float] = {
-    "compressor.detector_rms": 0.5, "compressor.linear_envelope": 0.5,
+    "compressor.detector_rms": 0.5, "compressor.linear_envelope": 0.5, "compressor.feedback": 0.5,
     # An effect whose default is off has no gradient there (a send at -60 dB is exactly
     # zero; a range of 0 dB holds the gain at 0 dB): training starts it a little on.
     "gate.range_db": 0.2,            # 12 dB

@@ -46,7 +46,7 @@ TARGET = {p.key: p.default for p in schema.SCHEMA} | dict(zip([k for k in schema
     5000.0, 5.0, 2.0,            # presence
     10000.0, 4.0, 16000.0,       # high shelf freq / gain, low-pass
     -24.0, 4.0, 6.0, 5.0, 80.0, 3.0,   # threshold, ratio, knee, attack, release, make-up
-    0.0, 20.0, 0.0,              # detector: peak, (RMS window), dB-domain ballistics (the v2 compressor)
+    0.0, 20.0, 0.0, 0.0,         # detector: peak, (RMS window), dB-domain ballistics, feed-forward (the v2 compressor)
     9.0, 0.3, 0.7,               # drive, asymmetry, mix
     -20.0,                       # output loudness (LUFS)
 ]))

@@ -39,7 +39,7 @@ SETTING = {
     "eq.high_shelf_freq_hz": 6000.0, "eq.high_shelf_gain_db": 4.0, "eq.low_pass_freq_hz": 9000.0,
     "compressor.threshold_db": -24.0, "compressor.ratio": 4.0, "compressor.knee_db": 6.0, "compressor.attack_ms": 5.0,
     "compressor.release_ms": 80.0, "compressor.makeup_gain_db": 3.0, "compressor.detector_rms": 0.3,
-    "compressor.rms_window_ms": 10.0, "compressor.linear_envelope": 0.4,
+    "compressor.rms_window_ms": 10.0, "compressor.linear_envelope": 0.4, "compressor.feedback": 0.3,
     "deesser.frequency_hz": 6000.0, "deesser.threshold_db": -40.0, "deesser.range_db": 8.0, "deesser.attack_ms": 1.0,
     "deesser.release_ms": 50.0,
     "post_eq.bell_freq_hz": 2500.0, "post_eq.bell_gain_db": 3.0, "post_eq.bell_q": 1.2,

@@ -19,6 +19,20 @@ import torch
 from ._llvm import compile_function, ir_loop
 
 
+def ir_soft_knee(b, over, slope, width, half):
+    """IR of :func:`dmst.effects._dynamics.soft_knee` for one float64 sample, the same operations in the same order.
+
+    ``over``: level minus threshold; ``slope``; ``width``: the knee (> 0); ``half``: ``width / 2``.
+    """
+    import llvmlite.ir as ir
+
+    zero, two = ir.Constant(ir.DoubleType(), 0.0), ir.Constant(ir.DoubleType(), 2.0)
+    bend = b.fadd(over, half)
+    in_knee = b.fdiv(b.fmul(slope, b.fmul(bend, bend)), b.fmul(two, width))
+    static = b.select(b.fcmp_ordered(">", over, half), b.fmul(slope, over), in_knee)
+    return b.select(b.fcmp_ordered("<", over, b.fsub(zero, half)), zero, static)
+
+
 def _build_ir(io_double: bool) -> str:
     """LLVM IR of ``void ballistics(T* f_in, T* out, i64 batch, i64 n, T* attack, T* release, i64 curve,
     T* threshold, T* ratio, T* knee)``.
@@ -60,12 +74,7 @@ def _build_ir(io_double: bool) -> str:
         def sample(t, held, gain):
             index = b.add(row, t)
             f = load(f_in, index)
-            over = b.fsub(f, thr)
-            bend = b.fadd(over, half)
-            in_knee = b.fdiv(b.fmul(b.fmul(bend, bend), slope), b.fmul(two, width))
-            static = b.select(b.fcmp_ordered(">", over, half), b.fmul(over, slope), in_knee)
-            static = b.select(b.fcmp_ordered("<", over, b.fsub(zero, half)), zero, static)
-            f = b.select(use_curve, static, f)
+            f = b.select(use_curve, ir_soft_knee(b, b.fsub(f, thr), slope, width, half), f)
             released = b.fadd(b.fmul(held, keep_r), b.fmul(r, f))
             new_held = b.select(b.fcmp_ordered("<", f, held), f, released)
             attacked = b.fadd(b.fmul(gain, keep_a), b.fmul(a, new_held))
@@ -238,11 +247,7 @@ def _build_family_ir(io_double: bool) -> str:
         row = b.mul(i, n)
 
         def curve(level):
-            over = b.fsub(level, thr)
-            bend = b.fadd(over, half)
-            in_knee = b.fdiv(b.fmul(b.fmul(bend, bend), slope), b.fmul(two, width))
-            static = b.select(b.fcmp_ordered(">", over, half), b.fmul(over, slope), in_knee)
-            return b.select(b.fcmp_ordered("<", over, b.fsub(zero, half)), zero, static)
+            return ir_soft_knee(b, b.fsub(level, thr), slope, width, half)
 
         def sample(t, ms, held, gain, env):
             index = b.add(row, t)

@@ -1,4 +1,11 @@
-"""Pieces shared by the v3 dynamics effects (de-esser, gate, limiter): gain ballistics and sliding windows.
+"""Pieces shared by the dynamics effects (compressor, de-esser, gate, limiter): the static curve, gain
+ballistics and sliding windows.
+
+The static curve (:func:`soft_knee`) is Giannoulis, Massberg and Reiss's soft knee
+("Digital Dynamic Range Compressor Design - A Tutorial and Analysis", JAES 60(6), 2012,
+eq. 4), written once: the compressor, the de-esser (an infinite ratio, a hard knee) and
+the gate (mirrored: the level under the threshold) all call it; the compiled loops of
+:mod:`._ballistics` emit the same arithmetic from one IR helper.
 
 The ballistics are the compressor's (:mod:`dmst.effects.compressor`): in the dB domain,
 a peak hold with exponential release, then an attack-only smoother, so that a step
@@ -12,11 +19,41 @@ maxima, two ``cummax`` passes): O(n) whatever the window, and differentiable.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
 from ._ballistics import ballistics
-from .compressor import _compressor_core, time_constant_coefficient
+
+KNEE_FLOOR_DB = 1e-6  # a knee narrower than this is a hard knee (and no division by zero)
+
+
+def _compressor_core():
+    """torchcomp's differentiable recursion, imported on first use (it loads Numba: ~0.3 s)."""
+    with warnings.catch_warnings():
+        # torchlpc falls back to its Numba kernels when its C++ extension is absent; that is fine here.
+        warnings.simplefilter("ignore")
+        from torchcomp import compressor_core
+    return compressor_core
+
+
+def time_constant_coefficient(time_ms: torch.Tensor, sample_rate: float) -> torch.Tensor:
+    """One-pole smoothing coefficient for a 63 % (1 - 1/e) time constant of ``time_ms``."""
+    return 1.0 - torch.exp(-1000.0 / (time_ms * sample_rate))
+
+
+def soft_knee(over_db: torch.Tensor, slope, knee_db) -> torch.Tensor:
+    """The soft-knee static curve (Giannoulis et al., eq. 4) as a function of the level over the threshold.
+
+    Gain in dB for ``over_db`` (level minus threshold): 0 below ``-knee/2``, ``slope *
+    over`` above ``+knee/2``, and in between the quadratic ``slope (over + knee/2)^2 /
+    (2 knee)`` that joins the two with a continuous slope.  A compressor has ``slope =
+    1/ratio - 1``; knee 0 is a hard knee, exactly ``min(0, slope * over)`` for slope < 0.
+    Parameters broadcast against ``over_db``.
+    """
+    knee = torch.as_tensor(knee_db, dtype=over_db.dtype, device=over_db.device)
+    in_knee = slope * (over_db + knee / 2) ** 2 / (2 * knee.clamp_min(KNEE_FLOOR_DB))
+    return torch.where(2 * over_db < -knee, torch.zeros_like(over_db), torch.where(2 * over_db > knee, slope * over_db, in_knee))
 
 
 def smooth_gain_db(target_db: torch.Tensor, attack_ms: torch.Tensor, release_ms: torch.Tensor, sample_rate: float,

@@ -111,9 +111,10 @@ def compile_render_kernels() -> None:
     ``dmst render`` calls this on a second thread while it reads files and loads the
     model; LLVM compiles without holding the GIL.
     """
-    from . import _ballistics, _biquads, _fir
+    from . import _ballistics, _biquads, _feedback, _fir
 
     _biquads._compiled(False)
     _fir._compiled()
     _ballistics._compiled(False)
     _ballistics._compiled_family(False)  # a compressor of another detector family
+    _feedback._compiled(False)  # a compressor with some feedback

@@ -1,4 +1,4 @@
-"""Feed-forward soft-knee compressor with real attack and release, and a choice of detector.
+"""Soft-knee compressor with real attack and release, and a choice of detector and topology.
 
 Design after D. Giannoulis, M. Massberg and J. D. Reiss, "Digital Dynamic Range
 Compressor Design - A Tutorial and Analysis", JAES 60(6), 2012:
@@ -26,37 +26,44 @@ Compressor Design - A Tutorial and Analysis", JAES 60(6), 2012:
 
    The defaults (peak detector, dB domain) are the compressor of schema version 2,
    sample for sample.
-3. Make-up gain.
+3. Topology, blended in dB by ``feedback``: 0 feed-forward (all of the above: the
+   detector reads the input), 1 feedback (Giannoulis et al., fig. 1b; 1176- and
+   LA-2A-style): the detector (the same peak/RMS blend) reads the compressor's own
+   output, and the gain follows its target with one branching smoother in dB
+   (:mod:`._feedback`).  The feedback loop is scaled so that ``ratio`` is still the
+   steady-state ratio and ``attack_ms`` / ``release_ms`` still the 63 % times of a level
+   step's gain change (a plain loop would settle at ``2 - 1/ratio`` and run ``ratio``
+   times faster).  The knee is on the detected (output) level, as in analogue feedback
+   designs: in input level it spans ``threshold - knee/2`` to ``threshold + ratio *
+   knee/2``, a softer onset.  With the peak detector the two topologies agree above
+   the knee (the loop solves the same equation one sample late); they part where the
+   detector averages the output (RMS), in the knee, and in how attack and release
+   alternate (one branching smoother instead of a hold and a smoother).
+4. Make-up gain.
 
-For training, every recursion runs on torchcomp's ``compressor_core`` (a branching
-one-pole recursion with exact gradients, Yu et al., "Differentiable All-pole Filters
-for Time-varying Audio Systems", DAFx 2024).  For rendering without gradients, the same
-recursions run as compiled loops (:mod:`._ballistics`).
+For training, every feed-forward recursion runs on torchcomp's ``compressor_core`` (a
+branching one-pole recursion with exact gradients, Yu et al., "Differentiable All-pole
+Filters for Time-varying Audio Systems", DAFx 2024), and the feedback loop on its own
+adjoint (:class:`._feedback.FeedbackGain`).  For rendering without gradients, the same
+recursions run as compiled loops (:mod:`._ballistics`, :mod:`._feedback`).  The choice
+is :func:`._path.render_path`'s.
 """
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 
+from . import _feedback
 from ._ballistics import ballistics, family, one_pole
+from ._dynamics import KNEE_FLOOR_DB, _compressor_core, soft_knee, time_constant_coefficient
+from ._path import per_item, render_path
 
 LEVEL_FLOOR_DB = -120.0
+FLOOR = 10 ** (LEVEL_FLOOR_DB / 20)
 
-
-def _compressor_core():
-    """torchcomp's differentiable recursion, imported on first use (it loads Numba: ~0.3 s)."""
-    with warnings.catch_warnings():
-        # torchlpc falls back to its Numba kernels when its C++ extension is absent; that is fine here.
-        warnings.simplefilter("ignore")
-        from torchcomp import compressor_core
-    return compressor_core
-
-
-def time_constant_coefficient(time_ms: torch.Tensor, sample_rate: float) -> torch.Tensor:
-    """One-pole smoothing coefficient for a 63 % (1 - 1/e) time constant of ``time_ms``."""
-    return 1.0 - torch.exp(-1000.0 / (time_ms * sample_rate))
+__all__ = ["compressor", "gain_computer", "detector_level_db", "detector_family_gain_db", "feedback_gain_db", "time_constant_coefficient",
+           "LEVEL_FLOOR_DB"]
 
 
 def gain_computer(level_db: torch.Tensor, threshold_db, ratio, knee_db) -> torch.Tensor:
@@ -64,20 +71,15 @@ def gain_computer(level_db: torch.Tensor, threshold_db, ratio, knee_db) -> torch
 
     Below ``threshold - knee/2``: 0 dB.  Above ``threshold + knee/2``: the output
     rises 1/ratio dB per input dB.  In between, the quadratic interpolation of
-    Giannoulis et al. (eq. 4).  Parameters broadcast against ``level_db``.
+    Giannoulis et al. (eq. 4), :func:`._dynamics.soft_knee`.  Parameters broadcast against ``level_db``.
     """
-    over = level_db - threshold_db
-    slope = 1.0 / ratio - 1.0
-    knee = torch.clamp(torch.as_tensor(knee_db, dtype=level_db.dtype, device=level_db.device), min=1e-6)
-    if not torch.is_grad_enabled() or not any(torch.is_tensor(v) and v.requires_grad for v in (level_db, threshold_db, ratio, knee)):
-        # Inference: the same arithmetic with in-place ops (2 * over < -knee <=> over < -knee / 2 exactly).
-        below, above_knee = over < -knee / 2, over > knee / 2
-        in_knee = (over + knee / 2).pow_(2).mul_(slope).div_(2 * knee)
-        gain = torch.where(above_knee, over.mul_(slope), in_knee)
-        return gain.masked_fill_(below, 0.0)
-    in_knee = slope * (over + knee / 2) ** 2 / (2 * knee)
-    above = slope * over
-    return torch.where(2 * over < -knee, torch.zeros_like(over), torch.where(2 * over > knee, above, in_knee))
+    knee = torch.clamp(torch.as_tensor(knee_db, dtype=level_db.dtype, device=level_db.device), min=KNEE_FLOOR_DB)
+    return soft_knee(level_db - threshold_db, 1.0 / ratio - 1.0, knee)
+
+
+def _live(weight: torch.Tensor, render: bool) -> bool:
+    """Whether a blend's branch must run: its weight is not 0 everywhere, or it is learned (training path)."""
+    return bool((weight != 0).any()) or (not render and weight.requires_grad)
 
 
 def compressor(
@@ -92,134 +94,139 @@ def compressor(
     detector_rms=0.0,
     rms_window_ms=20.0,
     linear_envelope=0.0,
+    feedback=0.0,
     return_gain: bool = False,
 ):
     """Compress ``x`` of shape (batch, channels, samples); parameters are (batch,) tensors or floats.
 
     Returns the compressed signal, and with ``return_gain=True`` also the applied
     gain in dB (batch, samples), make-up excluded.  ``detector_rms``,
-    ``rms_window_ms`` and ``linear_envelope`` choose the detector family (module
-    docstring); at 0 (their defaults) the compressor is the peak, dB-domain design.
+    ``rms_window_ms``, ``linear_envelope`` and ``feedback`` choose the detector family
+    and the topology (module docstring); at their defaults the compressor is the peak,
+    dB-domain, feed-forward design of schema version 2.
     """
     batch = x.shape[0]
-
-    def col(v):
-        v = torch.as_tensor(v, dtype=x.dtype, device=x.device)
-        return v.reshape(-1).expand(batch) if v.numel() == 1 else v.reshape(batch)
-
-    threshold_db, ratio, knee_db = col(threshold_db), col(ratio), col(knee_db)
-    attack_ms, release_ms, makeup_gain_db = col(attack_ms), col(release_ms), col(makeup_gain_db)
-    detector_rms, rms_window_ms, linear_envelope = col(detector_rms), col(rms_window_ms), col(linear_envelope)
-    family = (detector_rms, rms_window_ms, linear_envelope)
-    if (torch.is_grad_enabled() and (x.requires_grad or any(v.requires_grad for v in family))) \
-            or bool((detector_rms != 0).any()) or bool((linear_envelope != 0).any()):
-        gain_db = detector_family_gain_db(x, sample_rate, threshold_db, ratio, knee_db, attack_ms, release_ms,
-                                          detector_rms, rms_window_ms, linear_envelope)
-        return _apply_gain(x, gain_db, makeup_gain_db, return_gain)
-
-    if torch.is_grad_enabled() and x.requires_grad:
-        peak = x.abs().amax(dim=1)  # linked stereo detector: (batch, samples)
-        level_db = 20 * torch.log10(peak.clamp_min(10 ** (LEVEL_FLOOR_DB / 20)))
-    else:  # the same values with no (batch, channels, samples) temporary, in place
-        level_db = x[:, 0].abs()
-        for channel in range(1, x.shape[1]):
-            torch.maximum(level_db, x[:, channel].abs(), out=level_db)
-        level_db.clamp_min_(10 ** (LEVEL_FLOOR_DB / 20)).log10_().mul_(20)
-    attack = time_constant_coefficient(attack_ms, sample_rate)
-    release = time_constant_coefficient(release_ms, sample_rate)
-    differentiable = torch.is_grad_enabled() and any(
-        v.requires_grad for v in (level_db, threshold_db, ratio, knee_db, attack, release))
-    if not differentiable:  # static curve and both smoothing passes in one compiled loop (dmst/effects/_ballistics.py)
-        gain_db = ballistics(level_db, attack, release, curve=(threshold_db, ratio, knee_db))
-        del level_db
-    else:
-        target_db = gain_computer(level_db, threshold_db[:, None], ratio[:, None], knee_db[:, None])
-        del level_db  # intermediates are released as soon as they are used: long files need less memory
-        compressor_core = _compressor_core()
-        instant = torch.ones_like(attack)
-        start = torch.zeros_like(attack)
-        # Pass 1: instant attack, exponential release -> peak hold of the gain reduction.
-        held_db = compressor_core(target_db, start, instant, release)
-        # Pass 2: attack-only smoothing (release coefficient 1 follows recovery as it comes).
-        gain_db = compressor_core(held_db, start, attack, instant)
-        del held_db, target_db
-
-    return _apply_gain(x, gain_db, makeup_gain_db, return_gain)
+    threshold_db, ratio, knee_db, attack_ms, release_ms, makeup_gain_db, detector_rms, rms_window_ms, linear_envelope, \
+        feedback = (per_item(v, batch, x) for v in (threshold_db, ratio, knee_db, attack_ms, release_ms, makeup_gain_db,
+                                                     detector_rms, rms_window_ms, linear_envelope, feedback))
+    render = render_path(x, threshold_db, ratio, knee_db, attack_ms, release_ms, makeup_gain_db, detector_rms,
+                         rms_window_ms, linear_envelope, feedback)
+    curve = (threshold_db, ratio, knee_db)
+    gain_db = 0.0
+    if _live(1 - feedback, render):
+        if render and not _live(detector_rms, render) and not _live(linear_envelope, render):
+            # The v2 compressor: static curve and both smoothing passes in one compiled loop, on the
+            # linked peak in dB computed in place (no (batch, channels, samples) temporary).
+            level_db = x[:, 0].abs()
+            for channel in range(1, x.shape[1]):
+                torch.maximum(level_db, x[:, channel].abs(), out=level_db)
+            level_db.clamp_min_(FLOOR).log10_().mul_(20)
+            ff = ballistics(level_db, time_constant_coefficient(attack_ms, sample_rate),
+                            time_constant_coefficient(release_ms, sample_rate), curve=curve)
+            del level_db
+        else:
+            ff = detector_family_gain_db(x, sample_rate, threshold_db, ratio, knee_db, attack_ms, release_ms,
+                                         detector_rms, rms_window_ms, linear_envelope, render=render)
+        gain_db = ff if not _live(feedback, render) else (1 - feedback[:, None]) * ff
+    if _live(feedback, render):
+        gain_db = gain_db + feedback[:, None] * feedback_gain_db(x, sample_rate, threshold_db, ratio, knee_db, attack_ms,
+                                                                 release_ms, detector_rms, rms_window_ms, render=render)
+    return _apply_gain(x, gain_db, makeup_gain_db, render, return_gain)
 
 
-def _apply_gain(x, gain_db, makeup_gain_db, return_gain):
-    if torch.is_grad_enabled() and (gain_db.requires_grad or makeup_gain_db.requires_grad):
+def _apply_gain(x, gain_db, makeup_gain_db, render, return_gain):
+    if not render:
         y = x * 10 ** ((gain_db + makeup_gain_db[:, None]) / 20).unsqueeze(1)
     else:  # the same arithmetic, one temporary: 10 ** (dB / 20) as exp(dB * ln(10) / 20)
         y = x * (gain_db + makeup_gain_db[:, None]).mul_(math.log(10) / 20).exp_().unsqueeze(1)
     return (y, gain_db) if return_gain else y
 
 
-def _one_pole(x: torch.Tensor, falling: torch.Tensor, rising: torch.Tensor) -> torch.Tensor:
-    """Branching one-pole from a zero state: torchcomp (exact gradients) when needed, else the compiled loop."""
-    if torch.is_grad_enabled() and any(v.requires_grad for v in (x, falling, rising)):
-        return _compressor_core()(x, torch.zeros_like(falling), falling, rising)
-    return one_pole(x, falling, rising)
+def _linked_peak(x: torch.Tensor, render: bool) -> torch.Tensor:
+    """max over channels of |x|: (batch, samples); in place of one channel's copy when rendering."""
+    if not render:
+        return x.abs().amax(dim=1)
+    peak = x[:, 0].abs()
+    for channel in range(1, x.shape[1]):
+        torch.maximum(peak, x[:, channel].abs(), out=peak)
+    return peak
 
 
-def detector_level_db(x: torch.Tensor, sample_rate: float, detector_rms, rms_window_ms) -> torch.Tensor:
+def _one_pole(x: torch.Tensor, falling: torch.Tensor, rising: torch.Tensor, render: bool) -> torch.Tensor:
+    """Branching one-pole from a zero state: the compiled loop when rendering, else torchcomp (exact gradients)."""
+    if render:
+        return one_pole(x, falling, rising)
+    return _compressor_core()(x, torch.zeros_like(falling), falling, rising)
+
+
+def detector_level_db(x: torch.Tensor, sample_rate: float, detector_rms, rms_window_ms, render: bool | None = None) -> torch.Tensor:
     """The linked detector level in dB (batch, samples): peak (``detector_rms`` 0) to RMS (1), blended in dB.
 
     Peak: ``max_channels |x|``.  RMS: the square root of the one-pole average of that
     peak squared, with a 63 % time constant of ``rms_window_ms`` on the mean square.
     Both are floored at -120 dBFS.  ``detector_rms`` and ``rms_window_ms``: (batch,).
     """
-    floor = 10 ** (LEVEL_FLOOR_DB / 20)
+    if render is None:
+        render = render_path(x, detector_rms, rms_window_ms)
     peak = x.abs().amax(dim=1)
-    peak_db = 20 * torch.log10(peak.clamp_min(floor))
+    peak_db = 20 * torch.log10(peak.clamp_min(FLOOR))
     w = detector_rms.to(peak_db.dtype)[:, None]
-    if not (torch.is_grad_enabled() and w.requires_grad) and not bool((w != 0).any()):
+    if not _live(w, render):
         return peak_db
     c = time_constant_coefficient(rms_window_ms.to(peak.dtype), sample_rate)
-    mean_square = _one_pole(peak * peak, c, c)
-    rms_db = 10 * torch.log10(mean_square.clamp_min(floor * floor))
+    mean_square = _one_pole(peak * peak, c, c, render)
+    rms_db = 10 * torch.log10(mean_square.clamp_min(FLOOR * FLOOR))
     return (1 - w) * peak_db + w * rms_db
 
 
 def detector_family_gain_db(x, sample_rate, threshold_db, ratio, knee_db, attack_ms, release_ms,
-                            detector_rms, rms_window_ms, linear_envelope) -> torch.Tensor:
-    """Applied gain in dB (batch, samples) for any detector family; parameters are (batch,) tensors.
+                            detector_rms, rms_window_ms, linear_envelope, render: bool | None = None) -> torch.Tensor:
+    """Feed-forward gain in dB (batch, samples) for any detector family; parameters are (batch,) tensors.
 
     ``(1 - m) * dB-domain gain + m * linear-envelope gain`` with ``m = linear_envelope``
     (module docstring), both driven by :func:`detector_level_db`.
     """
-    grad = torch.is_grad_enabled() and any(
-        v.requires_grad for v in (x, threshold_db, ratio, knee_db, attack_ms, release_ms, detector_rms, rms_window_ms, linear_envelope))
-    if not grad:  # rendering: everything in one compiled pass over the linked peak
-        peak = x[:, 0].abs()
-        for channel in range(1, x.shape[1]):
-            torch.maximum(peak, x[:, channel].abs(), out=peak)
+    if render is None:
+        render = render_path(x, threshold_db, ratio, knee_db, attack_ms, release_ms, detector_rms, rms_window_ms,
+                             linear_envelope)
+    if render:  # everything in one compiled pass over the linked peak
         coef = [time_constant_coefficient(v.to(x.dtype), sample_rate) for v in (attack_ms, release_ms, rms_window_ms)]
-        return family(peak, *coef, detector_rms, linear_envelope, (threshold_db, ratio, knee_db), 10 ** (LEVEL_FLOOR_DB / 20))
-    level_db = detector_level_db(x, sample_rate, detector_rms, rms_window_ms)
+        return family(_linked_peak(x, render), *coef, detector_rms, linear_envelope, (threshold_db, ratio, knee_db), FLOOR)
+    level_db = detector_level_db(x, sample_rate, detector_rms, rms_window_ms, render)
     attack = time_constant_coefficient(attack_ms, sample_rate).to(level_db.dtype)
     release = time_constant_coefficient(release_ms, sample_rate).to(level_db.dtype)
     m = linear_envelope.to(level_db.dtype)[:, None]
     thr, rat, kn = threshold_db[:, None], ratio[:, None], knee_db[:, None]
-    need_db = torch.is_grad_enabled() and m.requires_grad or bool((m != 1).any())
-    need_linear = torch.is_grad_enabled() and m.requires_grad or bool((m != 0).any())
     gain_db = 0.0
-    if need_db:
-        if torch.is_grad_enabled() and any(v.requires_grad for v in (level_db, threshold_db, ratio, knee_db, attack, release)):
-            target_db = gain_computer(level_db, thr, rat, kn)
-            core = _compressor_core()
-            instant, start = torch.ones_like(attack), torch.zeros_like(attack)
-            held_db = core(target_db, start, instant, release)  # instant attack, exponential release
-            db_gain = core(held_db, start, attack, instant)  # attack-only smoothing
-        else:
-            db_gain = ballistics(level_db, attack, release, curve=(threshold_db, ratio, knee_db))
-        gain_db = (1 - m) * db_gain
-    if need_linear:
+    if _live(1 - m, render):
+        target_db = gain_computer(level_db, thr, rat, kn)
+        core = _compressor_core()
+        instant, start = torch.ones_like(attack), torch.zeros_like(attack)
+        held_db = core(target_db, start, instant, release)  # instant attack, exponential release
+        gain_db = (1 - m) * core(held_db, start, attack, instant)  # attack-only smoothing
+        del held_db, target_db
+    if _live(m, render):
         # Envelope of the linear level: attack while the level is above it.  Negated, "above" is
         # compressor_core's "below" branch, which takes its first (attack) coefficient.
         level = torch.pow(10.0, level_db / 20)
-        envelope = -_one_pole(-level, attack, release)
-        floor = 10 ** (LEVEL_FLOOR_DB / 20)
-        linear_gain = gain_computer(20 * torch.log10(envelope.clamp_min(floor)), thr, rat, kn)
+        envelope = -_one_pole(-level, attack, release, render)
+        linear_gain = gain_computer(20 * torch.log10(envelope.clamp_min(FLOOR)), thr, rat, kn)
         gain_db = gain_db + m * linear_gain
     return gain_db
+
+
+def feedback_gain_db(x, sample_rate, threshold_db, ratio, knee_db, attack_ms, release_ms, detector_rms, rms_window_ms,
+                     render: bool | None = None) -> torch.Tensor:
+    """Gain in dB (batch, samples) of the feedback topology (module docstring, :mod:`._feedback`); (batch,) parameters.
+
+    The detector reads the output: the linked peak of the input times the previous
+    sample's gain, and the peak/RMS blend of ``detector_rms`` over it.
+    """
+    if render is None:
+        render = render_path(x, threshold_db, ratio, knee_db, attack_ms, release_ms, detector_rms, rms_window_ms)
+    coef = [time_constant_coefficient(v, sample_rate) for v in (attack_ms, release_ms, rms_window_ms)]
+    knee = torch.clamp(knee_db, min=KNEE_FLOOR_DB)
+    peak = _linked_peak(x, render)
+    if render:
+        return _feedback.forward(peak, *coef, detector_rms, threshold_db, ratio, knee, FLOOR)
+    return _feedback.FeedbackGain.apply(peak, *coef, detector_rms, threshold_db, ratio, knee, FLOOR).to(x.dtype)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 
 from ._biquads import sosfiltfilt
-from ._dynamics import db_to_gain, peak_db, smooth_gain_db
+from ._dynamics import db_to_gain, peak_db, smooth_gain_db, soft_knee
 from ._path import per_item, render_path
 from .eq import apply_sos, biquad, butterworth_sos, max_freq, sosfilt_fft
 
@@ -35,8 +35,12 @@ SPLIT_TAIL_SECONDS = 0.05  # the split filter's response (>= 1.5 kHz corner) is 
 
 
 def deesser_curve(level_db: torch.Tensor, threshold_db, range_db) -> torch.Tensor:
-    """Static curve: gain in dB (<= 0) for the sidechain band's level in dB."""
-    return torch.maximum(torch.clamp(threshold_db - level_db, max=0.0), -range_db)
+    """Static curve: gain in dB (<= 0) for the sidechain band's level in dB.
+
+    The shared static curve (:func:`._dynamics.soft_knee`) at an infinite ratio (slope -1)
+    and a hard knee, ``min(0, threshold - level)``, no lower than ``-range_db``.
+    """
+    return torch.maximum(soft_knee(level_db - threshold_db, -1.0, 0.0), -range_db)
 
 
 def sidechain_level_db(x: torch.Tensor, sample_rate: float, frequency_hz: torch.Tensor) -> torch.Tensor:

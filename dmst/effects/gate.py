@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from ._dynamics import db_to_gain, peak_db, sliding_max, smooth_gain_db
+from ._dynamics import db_to_gain, peak_db, sliding_max, smooth_gain_db, soft_knee
 from ._path import per_item, render_path
 
 HOLD_MS = 20.0
@@ -27,8 +27,9 @@ HOLD_MS = 20.0
 
 def gate_curve(level_db: torch.Tensor, threshold_db, ratio, range_db) -> torch.Tensor:
     """Static curve: gain in dB (<= 0) for a detected level in dB; parameters broadcast against ``level_db``."""
-    below = torch.clamp(level_db - threshold_db, max=0.0)
-    return torch.maximum((ratio - 1.0) * below, -range_db)
+    # The shared static curve mirrored: "over" is how far the level is *under* the threshold, and the
+    # gain falls (ratio - 1) dB per dB of it (hard knee), no lower than -range_db.
+    return torch.maximum(soft_knee(threshold_db - level_db, 1.0 - ratio, 0.0), -range_db)
 
 
 def gate(x: torch.Tensor, sample_rate: float, threshold_db, ratio, range_db, attack_ms, release_ms,

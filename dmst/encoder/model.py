@@ -199,7 +199,8 @@ def migrate_checkpoint(ckpt: dict, path="model") -> dict:
     rows = ckpt.get("schema", [])
     keys = tuple(row["group"] + "." + row["name"] for row in rows)
     late = set(schema.ADDED_LATE.get(version, ()))
-    if keys not in (schema.keys_of_version(version), tuple(k for k in schema.keys_of_version(version) if k not in late)):
+    if tuple(k for k in schema.keys_of_version(version) if k not in late) != tuple(k for k in keys if k not in late) \
+            or len(set(keys)) != len(keys):
         raise ModelError(f"{path} was trained for another parameter schema (version {version}); retrain or fine-tune it with this dmst")
     for row, key in zip(rows, keys):
         p = schema.BY_KEY[key]
