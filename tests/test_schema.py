@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import math
 import re
 
@@ -198,3 +199,40 @@ def test_markdown_table_has_one_row_per_parameter():
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert cells[0] == f"`{p.key}`"
         assert float(cells[2]) == p.minimum and float(cells[3]) == p.maximum and float(cells[4]) == p.default
+
+
+def test_a_v3_file_written_before_the_late_rows_reads_them_as_their_defaults():
+    """v3 settings files written before eq.high_pass_slope_db and compressor.feedback existed lack
+    them: they are read (not refused) with the slope at 12 dB/octave and the compressor feed-forward,
+    the console those files were written for; the values the file has are kept."""
+    d = _valid()
+    d["compressor"]["ratio"] = 4.0
+    doc = json.loads(schema.to_json(d))
+    del doc["eq"]["high_pass_slope_db"], doc["compressor"]["feedback"]
+    read = schema.from_json(json.dumps(doc))
+    assert read["eq"]["high_pass_slope_db"] == 12.0 and read["compressor"]["feedback"] == 0.0
+    assert read["compressor"]["ratio"] == 4.0
+    assert set(schema.ADDED_LATE[3]) == {"eq.high_pass_slope_db", "compressor.feedback"}
+
+
+def test_a_v3_model_written_before_the_late_rows_loads_and_predicts_their_defaults(tmp_path):
+    """A v3 model file from before the late rows (its output head one row short for each) loads:
+    the head grows, and the model predicts the slope at 12 dB/octave and a feed-forward compressor,
+    with every other setting as the file's head gives it."""
+    from dmst.encoder.model import load_model, read_checkpoint
+    full = read_checkpoint(Path(__file__).resolve().parents[1] / "dmst" / "models" / "default.pt")
+    late = schema.ADDED_LATE[3]
+    keep = [i for i, k in enumerate(KEYS) if k not in late]
+    state = dict(full["state_dict"])
+    last = max((k for k in state if k.startswith("head.") and k.endswith(".weight")), key=lambda k: int(k.split(".")[1]))
+    for name in (last, last[: -len("weight")] + "bias", "default_logits"):
+        state[name] = state[name][keep]
+    old = {**full, "state_dict": state, "schema": [r for r in full["schema"] if r["group"] + "." + r["name"] not in late],
+           "migrated": {"from_version": 3, "defaults": [k for k in full["migrated"]["defaults"] if k not in late]}}
+    old["config"] = {k: v for k, v in full["config"].items() if k != "fixed"}
+    torch.save(old, tmp_path / "old.pt")
+    x = np.sin(2 * np.pi * 220 * np.arange(44100) / 44100)[None] * 0.1
+    got = load_model(tmp_path / "old.pt").predict(x, 44100)
+    want = load_model("default").predict(x, 44100)
+    assert got["eq"]["high_pass_slope_db"] == 12.0 and got["compressor"]["feedback"] == 0.0
+    assert got == want
