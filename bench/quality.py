@@ -65,13 +65,13 @@ def pick_files(voices: Path, n_train: int, n_test: int, n_sung: int, seed: int =
     return files[:n_train], files[n_train:n_train + n_test] + sung
 
 
-def write_pairs(files, folder: Path, compressor="juce") -> dict[str, dict]:
+def write_pairs(files, folder: Path, compressor="juce", space=False) -> dict[str, dict]:
     (folder / "raw").mkdir(parents=True, exist_ok=True)
     (folder / "mixed").mkdir(parents=True, exist_ok=True)
     truth = {}
     for f in tqdm(files, desc=f"mixing {folder.name}", file=sys.stderr):
         x, sr = sf.read(f, dtype="float64", always_2d=True)
-        y, s, d = foreign.mix(x.T, sr, compressor=compressor)
+        y, s, d = foreign.mix(x.T, sr, compressor=compressor, space=space)
         sf.write(folder / "raw" / f"{f.stem}.flac", x, sr, subtype="PCM_24")
         sf.write(folder / "mixed" / f"{f.stem}.wav", y.T.astype(np.float32), sr, subtype="FLOAT")
         truth[f.stem] = {"settings": s, "analysis": d, "sung": "singing" in str(f.parent)}
@@ -256,7 +256,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--stage", default="all", choices=["all", "mix", "train", "global", "global_hi", "search", "eval", "diagnose", "report"])
     p.add_argument("--voices", default=str(ROOT.parent / "shared" / "data" / "voices"))
-    p.add_argument("--work", default=str(ROOT / "runs" / "foreign"))
+    p.add_argument("--space", action="store_true", help="issue 12's engineer: the chain also de-esses and adds a "
+                   "stereo delay and reverb (mixes stereo, with tails); without it issue 11's chain [runs/foreign_space]")
+    p.add_argument("--work", help="stage cache [runs/foreign, or runs/foreign_space with --space]")
     p.add_argument("--minutes", type=float, default=9.0, help="fine-tuning CPU budget")
     p.add_argument("--global-minutes", type=float, default=7.0, help="budget of --global at lr 3e-3")
     p.add_argument("--global-hi-minutes", type=float, default=6.0, help="budget of --global at lr 1e-2 (--stage global_hi)")
@@ -269,12 +271,13 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     _threads()
-    work = Path(args.work)
+    work = Path(args.work or ROOT / "runs" / ("foreign_space" if args.space else "foreign"))
     train_files, test_files = pick_files(Path(args.voices), args.n_train, args.n_test, args.n_sung)
     stages = {args.stage} if args.stage != "all" else {"mix", "train", "global", "global_hi", "search", "eval", "diagnose", "report"}
 
     if "mix" in stages and not (work / "truth.json").exists():
-        truth = {**write_pairs(train_files, work / "train"), **write_pairs(test_files, work / "test")}
+        truth = {**write_pairs(train_files, work / "train", space=args.space),
+                 **write_pairs(test_files, work / "test", space=args.space)}
         (work / "truth.json").write_text(json.dumps(truth, indent=1))
     truth = json.loads((work / "truth.json").read_text())
 
