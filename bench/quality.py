@@ -1,7 +1,11 @@
 """Does dmst learn the style of an engineer who is not dmst?  The foreign-style benchmark.
 
-    python bench/quality.py [--stage all|mix|train|global|search|eval|diagnose|report] [--minutes 9]
-                            [--n-train 50] [--n-test 16] [--fit-steps 80] [--work DIR]
+    python bench/quality.py [--space] [--stage all|mix|train|global|search|eval|diagnose|report] [--minutes 9]
+                            [--n-train 50] [--n-test 12] [--n-sung 4] [--fit-steps 80] [--work DIR]
+
+Without --space, issue 11's engineer (runs/foreign); with it, issue 12's (runs/foreign_space): the
+same chain and rules plus a split-band de-esser and a stereo delay and reverb on sends, mixes in
+stereo with tails past the raw's end.
 
 1. Held-out real voices (the `fillets-ng-data-cs` recordings, never used for the
    bundled model; plus a few sung takes in the test set) are mixed by a foreign
@@ -20,7 +24,10 @@
    free; and the swap analysis: the foreign chain with one piece at a time replaced by
    dmst's at identical nominal settings.
 Metrics: MR-STFT, loudness error (LU, numpy BS.1770), third-octave spectral balance (dB),
-crest factor (dB), micro-dynamics (MLDR-style, dB).  Writes bench/results/quality.json.
+crest factor (dB), micro-dynamics (MLDR-style, dB); and dmst.metrics.space_metrics: mid and side
+MR-STFT, sibilance, tail (space) energy and stereo-width errors (dB).  Renders are compared as
+delivered: a mono render against a stereo mix as dual mono, a render without a tail silent after
+its end.  Writes bench/results/quality.json (quality_space.json with --space).
 Single-threaded (torch and numba): on a shared 2-core machine numba's thread pool spins.
 """
 from __future__ import annotations
@@ -309,6 +316,8 @@ def main(argv=None):
     p.add_argument("--fit-steps", type=int, default=80, help="optimiser steps per song for the ceiling and the diagnosis")
     p.add_argument("--n-diagnose", type=int, default=6, help="test songs for the per-song compressor fits")
     p.add_argument("--n-search", type=int, default=25, help="training songs the single-setting search scores")
+    p.add_argument("--all-ceilings", action="store_true", help="with --space, also the ceiling from dmst fit's own "
+                   "start (the sends off there, without a gradient): one more fit per song")
     p.add_argument("--mid-ceiling", action="store_true", help="issue 11's second ceiling (the detector blends "
                    "started mid-range; without --space): one more fit per song")
     p.add_argument("--seed", type=int, default=0)
@@ -381,7 +390,7 @@ def main(argv=None):
                 params.setdefault(label, model.predict(raw, sr))
             y = foreign.render(raw.double().numpy(), sr, single, truth[name]["analysis"]["stage_db"])
             rows["foreign chain, best single setting"] = metrics(torch.from_numpy(y).float(), mixed, sr, raw)
-            if "per-song ceiling (dmst fit)" not in params:
+            if (not args.space or args.all_ceilings) and "per-song ceiling (dmst fit)" not in params:
                 t = time.monotonic()
                 raw_n = torch.nn.functional.pad(raw, (0, n - raw.shape[-1]))
                 params["per-song ceiling (dmst fit)"] = fit_params(raw_n, mixed, sr, steps=args.fit_steps)[0]
