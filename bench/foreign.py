@@ -241,16 +241,18 @@ def split_band_deesser(x: np.ndarray, sample_rate: float, freq_hz: float, thresh
     """A split-band de-esser (numpy/scipy), linked over the channels.
 
     The sidechain (:func:`deesser_sidechain_db`) drives ``(L - T)(1 - 1/ratio)`` dB of gain reduction, at most
-    ``range_db``, on the band above 0.8 ``freq_hz`` only (a 2nd-order Butterworth high-pass; the rest is the
-    signal minus that band, so with no reduction the output is the input exactly).  Not dmst's design: a
-    look-ahead peak detector, a hard knee, a band split by subtraction.
+    ``range_db``, on the band above half an octave under ``freq_hz`` only (a 4th-order Butterworth high-pass run
+    forward and backward, zero phase; the rest is the signal minus that band, so with no reduction the output is
+    the input exactly).  Not dmst's design: a look-ahead peak detector, a hard knee, a zero-phase band split by
+    subtraction.
     """
     x = np.atleast_2d(x)
     if range_db <= 0:
         return x
     over = deesser_sidechain_db(x, sample_rate, freq_hz) - threshold_db
     reduction_db = np.clip(over * (1 - 1 / ratio), 0, range_db)
-    high = signal.sosfilt(signal.butter(2, 0.8 * freq_hz, "highpass", fs=sample_rate, output="sos"), x, axis=-1)
+    # zero phase (offline), so the band subtracted is in phase with the signal and the split adds back exactly
+    high = signal.sosfiltfilt(signal.butter(4, freq_hz / math.sqrt(2), "highpass", fs=sample_rate, output="sos"), x, axis=-1)
     return x + (10 ** (-reduction_db / 20) - 1) * high
 
 
