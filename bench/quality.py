@@ -469,7 +469,8 @@ def report(work: Path, truth, test, args):
             print(f"gap closed {k}: {v:.0%}")
         rivals = [b for b in ("default model", "global setting", "global setting, lr 1e-2", "foreign chain, best single setting")
                   if b in all_]
-        result.update(summary=summary, fine_tuned_beats={m: {b: all_["fine-tuned"][m] < all_[b][m] for b in rivals}
+        result.update(summary=summary, fine_tuned_beats={m: {b: "tie" if abs(all_["fine-tuned"][m] - all_[b][m]) < 1e-9
+                                                              else bool(all_["fine-tuned"][m] < all_[b][m]) for b in rivals}
                                                           for m in all_keys if np.isfinite(all_["fine-tuned"][m])})
         for cols in (keys, [k for k in all_keys if k not in keys]):
             if not cols:
