@@ -5,7 +5,14 @@ filters and compressor; pedalboard is GPL-3.0, so this stays a bench-only depend
 numpy and scipy:
 
     staging to -20 LUFS -> 6 dB/oct high-pass -> compressor -> low-mid bell, presence
-    bell, air shelf -> arctan saturation (numpy) -> delivery loudness (numpy BS.1770)
+    bell, air shelf -> arctan saturation (numpy) -> split-band de-esser (numpy/scipy)
+    -> dry (centred) + stereo delay send + reverb send (pedalboard) -> delivery loudness
+    (numpy BS.1770, on the delivered stereo file)
+
+The space (de-esser, delay, reverb) is issue 12's engineer; without it (``space=False``,
+settings without the :data:`SPACE_KEYS`) the chain is issue 11's, sample for sample, so
+that table stays reproducible.  With the space the mix is stereo and runs past the raw's
+end by its tail (:data:`TAIL_S` at most, trimmed where the tail has died away).
 
 Its order differs from dmst's console (EQ after the compressor, a first-order
 high-pass), its compressor is JUCE's (a peak envelope with branching ballistics on the
@@ -98,6 +105,14 @@ def analyse(x: np.ndarray, sample_rate: float) -> dict[str, float]:
     rms_db = 10 * np.log10((frames ** 2).mean(axis=1) + 1e-12)
     active = rms_db[rms_db > rms_db.max() - 45]
     peak_db = 20 * np.log10(np.abs(frames).max(axis=1) + 1e-9)[rms_db > rms_db.max() - 45]
+    # syllable rate: the strongest 2-9 Hz modulation of the 10 ms amplitude envelope
+    envelope = np.sqrt((frames ** 2).mean(axis=1))
+    spec = np.abs(np.fft.rfft((envelope - envelope.mean()) * np.hanning(envelope.size), n=max(1024, envelope.size)))
+    mod_f = np.fft.rfftfreq(max(1024, envelope.size), 0.01)
+    band = (mod_f >= 2) & (mod_f <= 9)
+    # where the esses sit: the loudest third-octave-smoothed 4.5-9 kHz bin
+    sib = (f >= 4500) & (f < 9000)
+    smooth = np.convolve(p, np.ones(9) / 9, mode="same")
     return {
         "stage_db": stage_db,
         "low_edge_hz": float(f[np.searchsorted(cum, 0.02)]),  # 2 % of the energy lies below
@@ -108,6 +123,12 @@ def analyse(x: np.ndarray, sample_rate: float) -> dict[str, float]:
         "loud_db": float(np.percentile(active, 90)),  # 10 ms RMS of the loud parts, staged
         "spread_db": float(np.percentile(active, 90) - np.percentile(active, 20)),
         "crest_db": float(np.percentile(peak_db, 95) - np.percentile(active, 50)),
+        "ess_db": share_db(5000, 10000),
+        "ess_hz": float(f[sib][np.argmax(smooth[sib])]) if sib.any() else 6500.0,
+        "syllable_hz": float(mod_f[band][np.argmax(spec[band])]) if band.any() else 4.0,
+        "density": float(np.mean(rms_db > np.percentile(rms_db, 95) - 30)),  # share of 10 ms frames within 30 dB of loud
+        "ess_peak_db": float(np.percentile(deesser_sidechain_db(mono[None], sample_rate, _clip(
+            float(f[sib][np.argmax(smooth[sib])]) if sib.any() else 6500.0, 5000, 8000)), 99.5)),
     }
 
 
@@ -119,7 +140,15 @@ SETTING_KEYS = ("hp_hz", "threshold_db", "ratio", "attack_ms", "release_ms", "lo
                 "presence_hz", "presence_db", "air_hz", "air_db", "drive_db", "bias", "mix", "target_lufs")
 
 
-def rules(d: dict[str, float]) -> dict[str, float]:
+SPACE_KEYS = ("deess_hz", "deess_threshold_db", "deess_range_db", "delay_ms", "delay_feedback", "delay_send_db",
+              "reverb_room", "reverb_damping", "reverb_pre_ms", "reverb_send_db")
+# reference points of the space rules: medians of the benchmark's fillets-ng-data-cs voices (rounded)
+REF_ESS_DB = -27.5  # 5-10 kHz share, dB
+REF_SYLLABLE_HZ = 2.5  # the envelope's strongest 2-9 Hz modulation
+REF_DENSITY = 0.93  # share of 10 ms frames within 30 dB of the loud ones
+
+
+def rules(d: dict[str, float], space: bool = False) -> dict[str, float]:
     """"Forward, airy pop vocal": this engineer's settings for one take (nominal units as pedalboard reads them).
 
     Reference points are the medians of the benchmark's voices (so the rules move both ways):
@@ -132,8 +161,20 @@ def rules(d: dict[str, float]) -> dict[str, float]:
     * an air shelf (11 kHz): +2 dB, 0.2 dB more per dB of > 8 kHz share under -37 dB (0..+6 dB);
     * arctan saturation: drive 4 dB plus 0.5 dB per dB of crest over 13 dB (2-9 dB), bias 0.2, mix 0.5;
     * delivery at -15 LUFS, 1 LU louder per octave of spectral centroid above 500 Hz (-17..-13).
+
+    With ``space`` (issue 12's engineer), also:
+
+    * a split-band de-esser centred where the take's esses are loudest (4.5-9 kHz peak, 5-8 kHz), range
+      3 dB plus 1.5 dB per dB of 5-10 kHz share over the reference, 0-10 dB (none from 2 dB under it); the
+      threshold puts the loudest esses (the sidechain's 99.5th percentile) that range down at 4:1;
+    * a stereo delay timed to the take: one syllable (1 / syllable rate, 180-480 ms), the right echo 23 ms
+      later; feedback 0.3, 0.06 less per 0.1 of density over the reference (0.15-0.45); send -22 dB, 2 dB
+      quieter per 0.1 of density over the reference (-30..-16 dB);
+    * a reverb (pedalboard's Freeverb, width 1) whose room grows as the delivery slows (room size 0.55 at the
+      reference syllable rate, 0.15 more per syllable/s slower, 0.3-0.8), damping 0.5, 20 ms pre-delay, send
+      -16 dB, 2 dB quieter per 0.1 of density over the reference (-24..-10 dB): dense speech keeps its words clear.
     """
-    return {
+    out = {
         "hp_hz": _clip(0.8 * d["low_edge_hz"], 60, 200),
         "threshold_db": d["loud_db"] - 7.0,
         "ratio": _clip(3.0 + 0.06 * (d["spread_db"] - 12), 2.5, 5.0),
@@ -145,6 +186,23 @@ def rules(d: dict[str, float]) -> dict[str, float]:
         "drive_db": _clip(4 + 0.5 * (d["crest_db"] - 13), 2, 9), "bias": 0.2, "mix": 0.5,
         "target_lufs": _clip(-15 + math.log2(max(d["centroid_hz"], 1.0) / 500), -17, -13),
     }
+    if space:
+        excess = d["ess_db"] - REF_ESS_DB
+        deess_range = 0.0 if excess < -2 else _clip(3 + 1.5 * excess, 0, 10)
+        dense = d["density"] - REF_DENSITY
+        out.update({
+            "deess_hz": _clip(d["ess_hz"], 5000, 8000),
+            "deess_threshold_db": d["ess_peak_db"] - deess_range / (1 - 1 / DEESS_RATIO),
+            "deess_range_db": deess_range,
+            "delay_ms": _clip(1000 / max(d["syllable_hz"], 1.0), 180, 480),
+            "delay_feedback": _clip(0.3 - 0.6 * dense, 0.15, 0.45),
+            "delay_send_db": _clip(-22 - 20 * dense, -30, -16),
+            "reverb_room": _clip(0.55 + 0.15 * (REF_SYLLABLE_HZ - d["syllable_hz"]), 0.3, 0.8),
+            "reverb_damping": 0.5,
+            "reverb_pre_ms": 20.0,
+            "reverb_send_db": _clip(-16 - 20 * dense, -24, -10),
+        })
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -158,6 +216,63 @@ def arctan_saturation(x: np.ndarray, drive_db: float, bias: float, mix: float) -
     wet -= wet.mean(axis=-1, keepdims=True)
     wet *= math.sqrt((x ** 2).mean() + 1e-20) / math.sqrt((wet ** 2).mean() + 1e-20)
     return (1 - mix) * x + mix * wet
+
+
+DEESS_RATIO = 4.0
+TAIL_S = 3.0
+
+
+def deesser_sidechain_db(x: np.ndarray, sample_rate: float, freq_hz: float) -> np.ndarray:
+    """The de-esser's detector: level (dB) of a 2nd-order Butterworth band-pass one octave wide at ``freq_hz``,
+    peak over a 5 ms look-ahead window (a centred 10 ms maximum), smoothed by a 15 ms one-pole: (n,)."""
+    lo, hi = freq_hz / math.sqrt(2), min(freq_hz * math.sqrt(2), 0.45 * sample_rate)
+    band = signal.sosfilt(signal.butter(2, [lo, hi], "bandpass", fs=sample_rate, output="sos"),
+                          np.atleast_2d(x).mean(axis=0))
+    from scipy.ndimage import maximum_filter1d
+
+    peak = maximum_filter1d(np.abs(band), size=max(1, int(0.01 * sample_rate)))
+    a = math.exp(-1 / (0.015 * sample_rate))
+    smooth = signal.lfilter([1 - a], [1, -a], peak)
+    return 20 * np.log10(np.maximum(smooth, 1e-9))
+
+
+def split_band_deesser(x: np.ndarray, sample_rate: float, freq_hz: float, threshold_db: float, range_db: float,
+                       ratio: float = DEESS_RATIO) -> np.ndarray:
+    """A split-band de-esser (numpy/scipy), linked over the channels.
+
+    The sidechain (:func:`deesser_sidechain_db`) drives ``(L - T)(1 - 1/ratio)`` dB of gain reduction, at most
+    ``range_db``, on the band above half an octave under ``freq_hz`` only (a 4th-order Butterworth high-pass run
+    forward and backward, zero phase; the rest is the signal minus that band, so with no reduction the output is
+    the input exactly).  Not dmst's design: a look-ahead peak detector, a hard knee, a zero-phase band split by
+    subtraction.
+    """
+    x = np.atleast_2d(x)
+    if range_db <= 0:
+        return x
+    over = deesser_sidechain_db(x, sample_rate, freq_hz) - threshold_db
+    reduction_db = np.clip(over * (1 - 1 / ratio), 0, range_db)
+    # zero phase (offline), so the band subtracted is in phase with the signal and the split adds back exactly
+    high = signal.sosfiltfilt(signal.butter(4, freq_hz / math.sqrt(2), "highpass", fs=sample_rate, output="sos"), x, axis=-1)
+    return x + (10 ** (-reduction_db / 20) - 1) * high
+
+
+def space_returns(send: np.ndarray, sample_rate: float, s: dict[str, float]) -> np.ndarray:
+    """(2, n) stereo returns of a mono (n,) send: pedalboard's Delay (left at ``delay_ms``, right 23 ms later,
+    the send band-limited to 250 Hz-5 kHz first) and Freeverb (``reverb_room``, ``reverb_damping``, width 1,
+    after ``reverb_pre_ms``), each at its send level."""
+    import pedalboard as pb
+
+    v = send.astype(np.float32)[None]
+    band = pb.Pedalboard([pb.HighpassFilter(250.0), pb.LowpassFilter(5000.0)])(v, sample_rate)
+    fb = s["delay_feedback"]
+    left = pb.Delay(delay_seconds=s["delay_ms"] / 1000, feedback=fb, mix=1.0)(band, sample_rate)[0]
+    right = pb.Delay(delay_seconds=s["delay_ms"] / 1000 + 0.023, feedback=fb, mix=1.0)(band, sample_rate)[0]
+    pre = int(round(s["reverb_pre_ms"] * sample_rate / 1000))
+    rv_in = np.concatenate([np.zeros((2, pre), np.float32), np.repeat(v, 2, axis=0)[:, : v.shape[-1] - pre]], axis=-1)
+    rev = pb.Reverb(room_size=s["reverb_room"], damping=s["reverb_damping"], wet_level=1.0, dry_level=0.0,
+                    width=1.0)(rv_in, sample_rate)
+    d_gain, r_gain = 10 ** (s["delay_send_db"] / 20), 10 ** (s["reverb_send_db"] / 20)
+    return (d_gain * np.stack([left, right]) + r_gain * rev).astype(np.float64)
 
 
 def classic_compressor(x: np.ndarray, sample_rate: float, threshold_db, ratio, attack_ms, release_ms,
@@ -244,13 +359,32 @@ def render(x: np.ndarray, sample_rate: float, s: dict[str, float], stage_db: flo
 
     y = apply_compressor(apply_eq(y)) if eq_first else apply_eq(apply_compressor(y))
     y = saturate(y, s) if saturate is not None else arctan_saturation(y, s["drive_db"], s["bias"], s["mix"])
+    if "reverb_send_db" in s:  # issue 12's engineer: de-esser, then the dry signal centred plus stereo returns
+        n_raw = y.shape[-1]
+        y = np.pad(y, ((0, 0), (0, int(TAIL_S * sample_rate))))  # room for the tail (trimmed where it has died away)
+        y = split_band_deesser(y, sample_rate, s["deess_hz"], s["deess_threshold_db"], s["deess_range_db"])
+        returns = space_returns(y.mean(axis=0), sample_rate, s)
+        y = (y if y.shape[0] == 2 else np.repeat(y[:1], 2, axis=0)) + returns
+        y = y[:, : _tail_end(y, sample_rate, n_raw)]
     return y * 10 ** ((s["target_lufs"] - lufs(y, sample_rate)) / 20)
 
 
-def mix(x: np.ndarray, sample_rate: float, compressor: str = "juce") -> tuple[np.ndarray, dict[str, float], dict[str, float]]:
-    """Analyse a raw take, choose the settings, render: (mix (channels, n) float64, settings, analysis)."""
+def _tail_end(y: np.ndarray, sample_rate: float, n_raw: int) -> int:
+    """Where the mix ends: the last 10 ms after the raw's end whose power is within 70 dB of the loudest 10 ms."""
+    win = int(0.01 * sample_rate)
+    p = (y[:, : y.shape[-1] // win * win] ** 2).sum(axis=0).reshape(-1, win).mean(axis=1)
+    alive = np.nonzero(p > p.max() * 1e-7)[0]
+    end = (alive[-1] + 1) * win if alive.size else y.shape[-1]
+    return int(min(y.shape[-1], max(n_raw, end)))
+
+
+def mix(x: np.ndarray, sample_rate: float, compressor: str = "juce",
+        space: bool = False) -> tuple[np.ndarray, dict[str, float], dict[str, float]]:
+    """Analyse a raw take, choose the settings, render: (mix (channels, n) float64, settings, analysis).
+
+    ``space``: issue 12's engineer (de-esser, delay, reverb; a stereo mix with a tail); without it issue 11's."""
     d = analyse(x, sample_rate)
-    s = rules(d)
+    s = rules(d, space=space)
     return render(x, sample_rate, s, d["stage_db"], compressor=compressor), s, d
 
 

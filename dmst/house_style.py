@@ -49,10 +49,10 @@ REF_CENTROID_HZ = 1000.0  # spectral centroid
 REF_DYNAMICS_DB = 14.0  # p90 - p10 of the 50 ms RMS envelope
 REF_ESS_DB = -22.0  # 5-10 kHz share: sibilance (the mean of the three voices in examples/, rounded)
 ESS_FREQ_HZ = 6500.0  # the house de-esser's sidechain band
-# The house space's return level.  Off (-60 dB) for now: a send makes the mix stereo, and the
-# training data path (dmst/data.py) pairs a raw take with a mix of the same layout until its
-# stereo layout lands; then set it to -24 dB (tested at that level in tests/test_house_style.py).
-HOUSE_REVERB_SEND_DB = -60.0
+# The house space's return level: a modest room under the voice (measured on examples/audioflux_voice.wav: its
+# tail about 34 dB under the phrases in the pauses, side/mid energy -26 dB).
+# The send makes the mix stereo (the dry voice centred); the data path trains on mono raws with stereo mixes.
+HOUSE_REVERB_SEND_DB = -24.0
 
 Descriptors = dict[str, float]
 Params = dict[str, dict[str, float]]
@@ -308,8 +308,7 @@ def house_style(descriptors: Mapping[str, float], audio=None, sample_rate: int |
       percentile of the sidechain band's 50 ms peaks), so they come down by about the
       range; attack 1 ms, release 60 ms.
     * A modest space: a small, slightly damped room (RT60 0.9 s, 25 ms pre-delay, 6 kHz
-      damping, width 0.7) on the reverb send at ``HOUSE_REVERB_SEND_DB`` (off for now, -24 dB
-      when the stereo data path lands); no delay.
+      damping, width 0.7) on the reverb send at ``HOUSE_REVERB_SEND_DB`` (-24 dB); no delay.
     * Output: delivered at -16 LUFS (``output.loudness_lufs``); the true-peak limiter at
       its default -1 dBTP.
     """
@@ -455,18 +454,28 @@ def other_style(descriptors: Mapping[str, float], audio=None, sample_rate: int |
 STYLES: dict[str, Callable[..., Params]] = {"house": house_style, "other": other_style}
 
 
-def mix(audio, sample_rate: int, style: Callable[..., Params] = house_style) -> tuple[torch.Tensor, Params]:
+def mix(audio, sample_rate: int, style: Callable[..., Params] = house_style, tail_s: float = 0.0,
+        output_channels: int | None = None) -> tuple[torch.Tensor, Params]:
     """Analyse, choose settings with ``style`` and render: returns ``(mix (channels, n), params)``.
 
-    The returned mix equals ``console.render(audio, sample_rate, schema.stack([params]))``
-    and lands on the style's ``output.loudness_lufs``.
+    The returned mix equals ``console.render(audio, sample_rate, schema.stack([params]),
+    output_channels=output_channels)`` and lands on the style's ``output.loudness_lufs``.
+    ``output_channels``: as the console's, by default the take's layout (a mono take's mix
+    gets the reverb's mid); 2 delivers what ``dmst render`` does with a send on: the dry
+    voice centred, the returns in stereo (the training targets of a stereo model).
+    ``tail_s``: seconds of silence added after the take first, so the mix keeps the
+    space's tail past the raw's end, as an engineer's bounce does (the data path pads the
+    raw to match); by default the mix is as long as the take.
     """
     x = _as_audio(audio)
     d = analyse(x, sample_rate)
     params = schema.clamp(style(d, x, sample_rate))
+    flat = schema.stack([params])
+    if tail_s > 0:
+        x = torch.nn.functional.pad(x, (0, int(round(tail_s * sample_rate))))
     with torch.no_grad():
-        y = console.render(x.unsqueeze(0), sample_rate, schema.stack([params]),
-                           staging_db=torch.tensor([d["staging_gain_db"]]))[0]
+        y = console.render(x.unsqueeze(0), sample_rate, flat, staging_db=torch.tensor([d["staging_gain_db"]]),
+                           output_channels=output_channels)[0]
     return y, params
 
 

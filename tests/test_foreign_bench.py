@@ -38,3 +38,39 @@ def test_micro_dynamics_error_ignores_gain_and_sees_compression():
     assert foreign.micro_dynamics_error_db(0.3 * x, x, fs) < 1e-6  # (the meter's 1e-10 power floor)
     squashed = x / np.sqrt(env)  # half the level changes in dB
     assert foreign.micro_dynamics_error_db(squashed, x, fs) > 1.0
+
+
+def test_split_band_deesser_turns_down_the_esses_only():
+    """On a 400 Hz tone with 7 kHz bursts: the bursts come down by about the range (measured by FFT), the tone not."""
+    fs = 44100
+    t = np.arange(fs) / fs
+    tone = 0.3 * np.sin(2 * math.pi * 400 * t)
+    burst = 0.3 * np.sin(2 * math.pi * 7000 * t) * ((t % 0.25) < 0.1)
+    y = foreign.split_band_deesser(tone + burst, fs, 7000.0, threshold_db=-40.0, range_db=6.0)[0]
+
+    def band_db(x, lo, hi):
+        f = np.fft.rfftfreq(x.size, 1 / fs)
+        p = np.abs(np.fft.rfft(x)) ** 2
+        return 10 * np.log10(p[(f >= lo) & (f < hi)].sum())
+
+    assert band_db(tone + burst, 6500, 7500) - band_db(y, 6500, 7500) == pytest.approx(6.0, abs=1.0)
+    assert abs(band_db(tone + burst, 300, 500) - band_db(y, 300, 500)) < 0.1
+    quiet = foreign.split_band_deesser(tone, fs, 7000.0, threshold_db=-40.0, range_db=6.0)[0]
+    np.testing.assert_allclose(quiet, tone, atol=1e-9)  # nothing in the sidechain band: the input exactly
+
+
+def test_space_chain_is_stereo_with_a_tail_and_the_dry_chain_is_unchanged():
+    pytest.importorskip("pedalboard")
+    fs = 44100
+    rng = np.random.default_rng(0)
+    t = np.arange(2 * fs) / fs
+    x = (np.sin(2 * math.pi * 180 * t) * ((t % 0.5) < 0.3) + 0.05 * rng.standard_normal(t.size)) * 0.2
+    dry, s, d = foreign.mix(x[None], fs)
+    assert dry.shape == (1, x.size) and not set(foreign.SPACE_KEYS) & set(s)
+    wet, s_wet, _ = foreign.mix(x[None], fs, space=True)
+    assert set(foreign.SPACE_KEYS) <= set(s_wet)
+    assert wet.shape[0] == 2 and x.size + int(0.3 * fs) < wet.shape[-1] <= x.size + int(foreign.TAIL_S * fs)
+    side = 0.5 * (wet[0] - wet[1])
+    assert 10 * np.log10((side ** 2).sum() / (wet.mean(0) ** 2).sum()) > -30  # the returns are in stereo
+    assert (wet[:, x.size:] ** 2).sum() > 1e-4 * (wet ** 2).sum()  # a tail past the raw's end
+    assert foreign.lufs(wet, fs) == pytest.approx(s_wet["target_lufs"], abs=0.01)
