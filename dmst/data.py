@@ -32,6 +32,7 @@ a fine-tune on a few more mixes decodes and aligns only what it has not seen.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -373,7 +374,8 @@ def _smoothed_magnitude(mag: torch.Tensor, fraction: float = 1 / 3) -> torch.Ten
     return ((cs[..., hi + 1] - cs[..., lo]) / (hi + 1 - lo)).to(mag.dtype)
 
 
-def _band_weight(nfft: int, rate: int, band: tuple[float, float]) -> torch.Tensor:
+@functools.lru_cache(maxsize=4)  # raw and mix share one per length; a catalogue has a few lengths at a time
+def _band_weight(nfft: int, rate: float, band: tuple[float, float]) -> torch.Tensor:
     """Raised-cosine band-pass weight on the rfft grid: 1 inside ``band``, 0 below half its low
     edge and above 4/3 of its high edge."""
     f = torch.fft.rfftfreq(nfft, 1.0 / rate).to(torch.float64)
@@ -424,7 +426,9 @@ def estimate_offset(
         r, m = resample(r, q, 1), resample(m, q, 1)
     n_r, n_m = r.shape[-1], m.shape[-1]
     max_lag = max(1, int(round(max_offset_s * rate)))
-    nfft = _fast_length(n_r + n_m + 1)  # no circular wrap between the two
+    # Long enough that no lag within +-max_lag wraps around (the circular correlation equals the linear one
+    # there), not the n_r + n_m a full linear correlation needs: half the FFT work for a long take.
+    nfft = _fast_length(max(n_r, n_m) + max_lag + 1)
     R, M = _whiten(r, nfft, rate), _whiten(m, nfft, rate)
     cross = M * torch.conj(R)
     cc = torch.fft.irfft(cross, n=nfft)
