@@ -30,8 +30,8 @@ from tqdm import tqdm
 
 from dmst import schema
 from dmst.console import render
-from dmst.data import (DataError, check_dir, excerpt_loudness_offset_lu, random_crop, resample, song_of, split_by_song,
-                       to_layout)
+from dmst.data import (DataError, check_dir, crop_start, excerpt_loudness_offset_lu, random_crop, resample, song_of,
+                       split_by_song, to_layout)
 from dmst.encoder import DmstModel, Encoder, ModelError, model_from_checkpoint, read_checkpoint
 from dmst.encoder.features import SAMPLE_RATE
 from dmst.encoder.model import atomic_save, resolve_model_path
@@ -112,6 +112,27 @@ def batch_of_crops(pairs, length, generator, device, channels, sample_rate):
     offset = excerpt_loudness_offset_lu(mix, [p.mixed_lufs for p in pairs], sample_rate)
     staging = torch.tensor([p.staging_db for p in pairs], dtype=torch.float32)
     return raw.to(device), mix.to(device), (staging.to(device), offset.to(device))
+
+
+class ValidationCrops:
+    """The fixed validation crops, one batch per validation pair, read from the cache each time they are iterated:
+    what is kept is each crop's generator state (5 kB), not its audio, so memory does not grow with the catalogue.
+    The crops are those ``batch_of_crops`` draws from ``generator`` pair after pair."""
+
+    def __init__(self, pairs, length, generator, device, channels, sample_rate):
+        self.pairs, self.args = list(pairs), (length, device, channels, sample_rate)
+        self.states = []
+        for p in self.pairs:
+            self.states.append(generator.get_state())
+            crop_start(p, length, generator)  # advances the generator as drawing this crop does, reading nothing
+
+    def __len__(self):
+        return len(self.pairs)
+
+    def __iter__(self):
+        length, device, channels, sample_rate = self.args
+        for p, state in zip(self.pairs, self.states):
+            yield batch_of_crops([p], length, torch.Generator().set_state(state), device, channels, sample_rate)
 
 
 def predict_and_render(encoder, raw, context, sample_rate=SAMPLE_RATE, channels=None):
@@ -199,7 +220,7 @@ def main(argv=None):
     val_pairs = [p for p in usable if p.name in val_names] or train_pairs  # a single song validates on itself
     crop = int(args.crop_seconds * rate)
     val_gen = torch.Generator().manual_seed(12345)
-    val_batches = [batch_of_crops([p], crop, val_gen, device, channels, rate) for p in val_pairs]
+    val_batches = ValidationCrops(val_pairs, crop, val_gen, device, channels, rate)
 
     # ---- model: fresh, fine-tuned from --init, or resumed ------------------------
     if resume is not None:

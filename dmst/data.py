@@ -837,6 +837,12 @@ def check_dir(data_dir, sample_rate: int | None = DEFAULT_SAMPLE_RATE, max_offse
 # training helpers
 # ---------------------------------------------------------------------------
 
+def crop_start(pair: AlignedPair, length: int, generator: torch.Generator | None = None) -> int:
+    """Where :func:`random_crop` starts its crop (uniform over the pair; 0 for a pair shorter than ``length``)."""
+    n = pair.num_samples
+    return 0 if n <= length else int(torch.randint(0, n - length + 1, (1,), generator=generator))
+
+
 def random_crop(
     pair: AlignedPair, length: int, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -844,9 +850,7 @@ def random_crop(
 
     Only the crop is read (see :meth:`AlignedPair.window`).
     """
-    n = pair.num_samples
-    start = 0 if n <= length else int(torch.randint(0, n - length + 1, (1,), generator=generator))
-    raw, mixed = pair.window(start, length)
+    raw, mixed = pair.window(crop_start(pair, length, generator), length)
     pad = length - raw.shape[-1]
     if pad > 0:
         raw, mixed = torch.nn.functional.pad(raw, (0, pad)), torch.nn.functional.pad(mixed, (0, pad))

@@ -49,3 +49,21 @@ def test_recomputed_stages_give_the_same_render_and_gradients():
     assert len(moved) > 20  # the test means something: gradients reach most of the chain
     for k in moved:
         torch.testing.assert_close(grads_recomputed[k], grads_kept[k], rtol=1e-4, atol=1e-9, msg=k)
+
+
+def test_validation_crops_are_read_again_each_time_and_are_the_crops_drawn_pair_after_pair():
+    import train
+    from dmst.data import AlignedPair
+
+    g = torch.Generator().manual_seed(1)
+    pairs = [AlignedPair.from_audio(f"p{i}", torch.randn(1, n, generator=g) * 0.1, torch.randn(2, n, generator=g) * 0.1, SR)
+             for i, n in enumerate([SR, 3 * SR, SR // 4])]  # the last is shorter than a crop: padded
+    eager = [train.batch_of_crops([p], SR // 2, gen, "cpu", 2, SR) for gen in [torch.Generator().manual_seed(7)] for p in pairs]
+    lazy = train.ValidationCrops(pairs, SR // 2, torch.Generator().manual_seed(7), "cpu", 2, SR)
+    assert len(lazy) == 3
+    for _ in range(2):  # the same crops every time they are iterated
+        got = list(lazy)
+        for (raw, mix, (staging, offset)), (raw_e, mix_e, (staging_e, offset_e)) in zip(got, eager, strict=True):
+            assert torch.equal(raw, raw_e) and torch.equal(mix, mix_e)
+            assert torch.equal(staging, staging_e) and torch.equal(offset, offset_e)
+    assert not torch.equal(got[0][1], got[1][1][..., : got[0][1].shape[-1]])  # different pairs, different crops
