@@ -1,8 +1,11 @@
 """Training losses for 44.1/48 kHz vocals.
 
-* :class:`MultiResolutionSTFT`: auraloss's multi-resolution STFT loss (spectral
+* :class:`MultiResolutionSTFT`: the multi-resolution STFT loss of auraloss (spectral
   convergence + log magnitude; Yamamoto et al., "Parallel WaveGAN", ICASSP 2020) with
   FFT sizes chosen for 44.1 kHz (auraloss's defaults were tuned for 24 kHz speech).
+  Computed here, with auraloss's values (a test compares them), to save training memory:
+  one STFT per signal and resolution serves this term and the side term, without the
+  phase auraloss also computes, and each resolution is recomputed in the backward pass.
 * :func:`level_dynamics_loss`: an L1 distance between short-term level envelopes in dB
   and between short/long-term level ratios, after the MLDR idea of DiffVox (Steinmetz
   et al., DAFx 2025): it is what tells a loud, squashed mix from a loud, open one, so
@@ -49,7 +52,9 @@ def _spectral_terms(pred: torch.Tensor, target: torch.Tensor, n_fft: int, side: 
 
     Each signal is transformed once, per channel: the STFT is linear (its reflect padding too), so the side
     and mid spectra are the half-difference and half-sum of the channels' spectra.  A dual-mono ``pred`` (a
-    mono take rendered centred, sends off) is transformed once, not per channel.
+    mono take rendered centred, sends off) is transformed once, as the mean of its (equal) channels: the
+    gradient is then shared equally by the channels, which is exact for what makes them equal (one signal
+    copied, or one function applied to equal channels, whose parameters see the channels' summed gradient).
     """
     batch, channels, n = pred.shape
     dual_mono = channels == 2 and torch.equal(pred[:, 0], pred[:, 1])
