@@ -74,10 +74,8 @@ def _spectral_terms(pred: torch.Tensor, target: torch.Tensor, n_fft: int, side: 
     with torch.no_grad():
         mag_side_t = _smooth_abs(0.5 * (t[:, 0] - t[:, 1]))
         mid = _smooth_abs(0.5 * (t[:, 0] + t[:, 1])).mean().clamp_min(1e-8)
-    if dual_mono:  # the side of pred is exactly 0: magnitude 1e-8, no gradient
-        side_p = torch.full_like(mag_side_t, 1e-8)
-    else:
-        side_p = _smooth_abs(0.5 * (p[:, 0] - p[:, 1]))
+    # A dual-mono pred's side is exactly 0 (its magnitude 1e-8, with a zero gradient), still part of the graph.
+    side_p = _smooth_abs(0.5 * (p[:, 0] - p[:, 0 if dual_mono else 1]))
     return mrstft, (side_p - mag_side_t).abs().mean() / mid
 
 
