@@ -91,7 +91,7 @@ def render(
     ``checkpoint``: under autograd, each stage's intermediates are recomputed in the backward
     pass instead of kept, so only one stage's are alive at a time (the same values and
     gradients, for one more forward pass; training uses it: a stereo step of 8 five-second
-    crops peaks at about 2.5 instead of 3.3 GB).
+    crops peaks at about 2.4 instead of 3.3 GB).
     """
     check_audio(x)
     if output_channels not in (None, 1, 2) or output_channels == 1 and x.shape[1] != 1:
