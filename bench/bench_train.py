@@ -1,11 +1,15 @@
 """Training throughput and encoder inference time on this machine.
 
-    python bench/bench_train.py [--device cpu|cuda] [--pairs 200]
+    python bench/bench_train.py [--device cpu|cuda] [--pairs 200] [--layout stereo|mono]
 
 * Training: one epoch over ``--pairs`` five-second crops (batch 8) through the whole
   differentiable path (encoder -> console -> loss -> backward -> step): pairs/s and
-  seconds per epoch.  Real voice audio (examples/) tiled to length; the "mix" is a
-  fixed console setting.
+  seconds per epoch, wall clock and this process's CPU time (which a machine shared
+  with other jobs inflates less), and the load average.  Real voice audio (examples/)
+  tiled to length; the "mix" is a fixed console setting.  ``--layout stereo`` (the
+  default) is train.py's path for a catalogue of mono takes and stereo mixes: a stereo
+  render from the mono take, the stereo loss, and a mix with the v3 sends on; ``mono``
+  is the earlier benchmark (mono mix, mono loss).
 * Inference: ``DmstModel.predict`` on a 3-minute vocal (bounded excerpt, see
   dmst/encoder/features.py), median of 3 after a warm-up.
 Writes bench/results/train_<device>.json.
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -47,7 +52,9 @@ def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--device", default="cpu")
     p.add_argument("--pairs", type=int, default=200)
+    p.add_argument("--layout", choices=["stereo", "mono"], default="stereo")
     args = p.parse_args(argv)
+    channels = 2 if args.layout == "stereo" else 1
     device = torch.device(args.device)
     torch.manual_seed(0)
     model = load_model("default")
@@ -57,6 +64,8 @@ def main(argv=None):
     long = voice(60.0)
     target = schema.default_dict()
     target["compressor"]["ratio"] = 4.0
+    if channels == 2:  # a stereo image from the sends
+        target["delay"]["send_db"], target["reverb"]["send_db"] = -24.0, -22.0
     batch = 8
     crop = 5 * SR
 
@@ -64,16 +73,17 @@ def main(argv=None):
     # take's staging gain and how far the mix's crop sits from the whole mix's loudness.
     staging = staging_gain_db(long[None, None], SR)
     with torch.no_grad():
-        long_mix = render(long[None, None], SR, schema.stack([target]), staging_db=staging)[0, 0]
-    long_mix_lufs = float(integrated_loudness(long_mix[None, None], SR)[0])
+        long_mix = render(long[None, None], SR, schema.stack([target]), staging_db=staging,
+                          output_channels=channels)[0]
+    long_mix_lufs = float(integrated_loudness(long_mix[None], SR)[0])
 
     def step(n):
         starts = torch.randint(0, long.shape[0] - crop, (n,))
         raw = torch.stack([long[s:s + crop] for s in starts])[:, None]
-        mix = torch.stack([long_mix[s:s + crop] for s in starts])[:, None]
+        mix = torch.stack([long_mix[:, s:s + crop] for s in starts])
         offset = excerpt_loudness_offset_lu(mix, [long_mix_lufs] * n, SR)
         context = (staging.expand(n).to(device), offset.to(device))
-        loss = loss_fn(train.predict_and_render(encoder, raw.to(device), context), mix.to(device))
+        loss = loss_fn(train.predict_and_render(encoder, raw.to(device), context, SR, channels), mix.to(device))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -81,12 +91,14 @@ def main(argv=None):
     step(batch)  # warm-up (JIT, allocator)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    t = time.perf_counter()
+    load_before = os.getloadavg()[0]
+    t, cpu = time.perf_counter(), time.process_time()
     for i in range(0, args.pairs, batch):
         step(min(batch, args.pairs - i))
     if device.type == "cuda":
         torch.cuda.synchronize()
-    epoch_s = time.perf_counter() - t
+    epoch_s, epoch_cpu_s = time.perf_counter() - t, time.process_time() - cpu
+    load_after = os.getloadavg()[0]
 
     model = load_model("default")
     three_min = voice(180.0)[None]
@@ -96,12 +108,14 @@ def main(argv=None):
         t = time.perf_counter()
         model.predict(three_min, SR)
         times.append(time.perf_counter() - t)
-    result = {"device": str(device), "pairs": args.pairs, "crop_seconds": 5, "batch": batch, "epoch_s": round(epoch_s, 2),
+    result = {"device": str(device), "layout": args.layout, "pairs": args.pairs, "crop_seconds": 5, "batch": batch,
+              "epoch_s": round(epoch_s, 2), "epoch_cpu_s": round(epoch_cpu_s, 2),
+              "load_average": [round(load_before, 1), round(load_after, 1)],
               "pairs_per_s": round(args.pairs / epoch_s, 2), "predict_3min_s": round(statistics.median(times), 3),
               "torch": torch.__version__, "threads": torch.get_num_threads()}
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"train_{device.type}.json").write_text(json.dumps(result, indent=2))
+    (out / f"train_{device.type}_{args.layout}.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
 
 

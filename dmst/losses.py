@@ -1,8 +1,11 @@
 """Training losses for 44.1/48 kHz vocals.
 
-* :class:`MultiResolutionSTFT`: auraloss's multi-resolution STFT loss (spectral
+* :class:`MultiResolutionSTFT`: the multi-resolution STFT loss of auraloss (spectral
   convergence + log magnitude; Yamamoto et al., "Parallel WaveGAN", ICASSP 2020) with
   FFT sizes chosen for 44.1 kHz (auraloss's defaults were tuned for 24 kHz speech).
+  Computed here, with auraloss's values (a test compares them), to save training memory:
+  one STFT per signal and resolution serves this term and the side term, without the
+  phase auraloss also computes, and each resolution is recomputed in the backward pass.
 * :func:`level_dynamics_loss`: an L1 distance between short-term level envelopes in dB
   and between short/long-term level ratios, after the MLDR idea of DiffVox (Steinmetz
   et al., DAFx 2025): it is what tells a loud, squashed mix from a loud, open one, so
@@ -21,8 +24,10 @@
 """
 from __future__ import annotations
 
-import auraloss
+import functools
+
 import torch
+import torch.utils.checkpoint
 import torch.nn.functional as F
 
 from .effects.gain import block_loudness_power, gated_blocks
@@ -31,15 +36,81 @@ SHORT_SECONDS = 0.05
 LONG_SECONDS = 1.0
 
 
+FFT_SIZES = (256, 1024, 4096)
+
+
+def _stft(x: torch.Tensor, n_fft: int) -> torch.Tensor:
+    """(rows, samples) -> (rows, bins, frames) complex STFT: Hann window of ``n_fft``, hop ``n_fft // 4``, centred
+    (reflect padding), as auraloss's ``STFTLoss`` takes it."""
+    return torch.stft(x, n_fft, hop_length=n_fft // 4, window=torch.hann_window(n_fft, device=x.device, dtype=x.dtype),
+                      return_complex=True)
+
+
+def _spectral_terms(pred: torch.Tensor, target: torch.Tensor, n_fft: int, side: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One resolution of the MR-STFT loss (spectral convergence + mean |log magnitude difference|, auraloss's
+    ``STFTLoss`` with ``eps=1e-8``) and, for stereo with ``side``, of :func:`side_stft_loss`.
+
+    Each signal is transformed once, per channel: the STFT is linear (its reflect padding too), so the side
+    and mid spectra are the half-difference and half-sum of the channels' spectra.  A dual-mono ``pred`` (a
+    mono take rendered centred, sends off) is transformed once, as the mean of its (equal) channels: the
+    gradient is then shared equally by the channels, which is exact for what makes them equal (one signal
+    copied, or one function applied to equal channels, whose parameters see the channels' summed gradient).
+    """
+    batch, channels, n = pred.shape
+    dual_mono = channels == 2 and torch.equal(pred[:, 0], pred[:, 1])
+    p = _stft((pred.mean(1, keepdim=True) if dual_mono else pred).reshape(-1, n), n_fft)
+    p = p.reshape(batch, -1, *p.shape[-2:])
+    with torch.no_grad():
+        t = _stft(target.reshape(-1, n), n_fft)
+        t = t.reshape(batch, channels, *t.shape[-2:])
+        mag_t = t.abs().clamp_min(1e-4)  # sqrt(max(|X|^2, 1e-8)), as auraloss
+    mag_p = p.abs().clamp_min(1e-4)
+    if dual_mono:
+        mag_p = mag_p.expand(-1, channels, -1, -1)
+    sc = torch.linalg.vector_norm(mag_t - mag_p) / torch.linalg.vector_norm(mag_t)
+    mrstft = sc + (mag_p.log() - mag_t.log()).abs().mean()
+    if not side or channels != 2:
+        return mrstft, pred.new_zeros(())
+    with torch.no_grad():
+        mag_side_t = _smooth_abs(0.5 * (t[:, 0] - t[:, 1]))
+        mid = _smooth_abs(0.5 * (t[:, 0] + t[:, 1])).mean().clamp_min(1e-8)
+    # A dual-mono pred's side is exactly 0 (its magnitude 1e-8, with a zero gradient), still part of the graph.
+    side_p = _smooth_abs(0.5 * (p[:, 0] - p[:, 0 if dual_mono else 1]))
+    return mrstft, (side_p - mag_side_t).abs().mean() / mid
+
+
+def _smooth_abs(z: torch.Tensor) -> torch.Tensor:
+    return torch.sqrt(z.real.pow(2) + z.imag.pow(2) + 1e-16)  # smooth at 0: no NaN gradient for silence
+
+
+def _checkpointed(fn, *args):
+    """``fn(*args)``, its intermediate spectra recomputed in the backward pass instead of kept (when grad is on):
+    one resolution's spectra are alive at a time, not all of them next to the console's saved activations."""
+    if torch.is_grad_enabled() and any(a.requires_grad for a in args if isinstance(a, torch.Tensor)):
+        return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False)
+    return fn(*args)
+
+
+def spectral_losses(pred: torch.Tensor, target: torch.Tensor, fft_sizes=FFT_SIZES, side: bool = True):
+    """(MR-STFT, side) of (batch, channels, samples) tensors, averaged over ``fft_sizes``; see :func:`_spectral_terms`."""
+    mrstft, side_total = pred.new_zeros(()), pred.new_zeros(())
+    for n_fft in fft_sizes:
+        m, s = _checkpointed(functools.partial(_spectral_terms, n_fft=n_fft, side=side), pred, target)
+        mrstft, side_total = mrstft + m, side_total + s
+    return mrstft / len(fft_sizes), side_total / len(fft_sizes)
+
+
 class MultiResolutionSTFT(torch.nn.Module):
-    def __init__(self, fft_sizes=(256, 1024, 4096)):
+    """The multi-resolution STFT loss of auraloss's ``MultiResolutionSTFTLoss`` (same values: spectral
+    convergence + log magnitude, averaged over the resolutions; ``tests/test_losses.py`` compares them), computed
+    without the phase auraloss also takes, and with each resolution's spectra recomputed in the backward pass."""
+
+    def __init__(self, fft_sizes=FFT_SIZES):
         super().__init__()
-        self.loss = auraloss.freq.MultiResolutionSTFTLoss(
-            fft_sizes=list(fft_sizes), hop_sizes=[n // 4 for n in fft_sizes], win_lengths=list(fft_sizes)
-        )
+        self.fft_sizes = tuple(fft_sizes)
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.loss(pred, target)
+        return spectral_losses(pred, target, self.fft_sizes, side=False)[0]
 
 
 def level_envelope_db(x: torch.Tensor, sample_rate: int, seconds: float) -> torch.Tensor:
@@ -79,13 +150,7 @@ def loudness_loss(pred: torch.Tensor, target: torch.Tensor, sample_rate: int) ->
     return ((loud_p - loud_t).abs() * has_signal).sum() / has_signal.sum().clamp_min(1) / 10.0
 
 
-def _magnitude(x: torch.Tensor, n_fft: int) -> torch.Tensor:
-    spec = torch.stft(x, n_fft, hop_length=n_fft // 4, window=torch.hann_window(n_fft, device=x.device, dtype=x.dtype),
-                      return_complex=True)
-    return torch.sqrt(spec.real.pow(2) + spec.imag.pow(2) + 1e-16)  # smooth at 0: no NaN gradient for silence
-
-
-def side_stft_loss(pred: torch.Tensor, target: torch.Tensor, fft_sizes=(256, 1024, 4096)) -> torch.Tensor:
+def side_stft_loss(pred: torch.Tensor, target: torch.Tensor, fft_sizes=FFT_SIZES) -> torch.Tensor:
     """Stereo image distance of (batch, 2, samples) tensors; 0 for mono.
 
     Per FFT size: mean |  |STFT(side_pred)| - |STFT(side_target)|  | over the mean
@@ -95,13 +160,7 @@ def side_stft_loss(pred: torch.Tensor, target: torch.Tensor, fft_sizes=(256, 102
     """
     if pred.shape[1] != 2:
         return pred.new_zeros(())
-    side_p = 0.5 * (pred[:, 0] - pred[:, 1])
-    side_t, mid_t = 0.5 * (target[:, 0] - target[:, 1]), 0.5 * (target[:, 0] + target[:, 1])
-    total = pred.new_zeros(())
-    for n in fft_sizes:
-        diff = (_magnitude(side_p, n) - _magnitude(side_t, n)).abs().mean()
-        total = total + diff / _magnitude(mid_t, n).mean().clamp_min(1e-8)
-    return total / len(fft_sizes)
+    return spectral_losses(pred, target, fft_sizes)[1]
 
 
 class MixLoss(torch.nn.Module):
@@ -116,10 +175,11 @@ class MixLoss(torch.nn.Module):
 
     def terms(self, pred, target) -> dict[str, torch.Tensor]:
         """The unweighted terms; the loss is their sum weighted by ``self.weights``."""
-        return {"mrstft": self.stft(pred, target),
+        mrstft, side = spectral_losses(pred, target, self.stft.fft_sizes)  # one STFT per signal and resolution for both
+        return {"mrstft": mrstft,
                 "level_dynamics": level_dynamics_loss(pred, target, self.sample_rate),
                 "loudness": loudness_loss(pred, target, self.sample_rate),
-                "side": side_stft_loss(pred, target)}
+                "side": side}
 
     def forward(self, pred, target):
         return sum(self.weights[k] * v for k, v in self.terms(pred, target).items())
