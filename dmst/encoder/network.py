@@ -2,9 +2,14 @@
 
 Settings are predicted as offsets from a learned default: the output is
 ``sigmoid(default_logits + delta(x))`` in the schema's normalised [0, 1] space, with the
-last layer initialised to zero so an untrained network *is* the default setting.  On
-small datasets the average setting is a strong baseline (Steinmetz et al., DiffVox,
-DAFx 2025), and this parameterisation starts from it instead of from noise.
+last layer initialised to zero, so an untrained network predicts one setting for every
+input: its *training start*, the defaults except where a default has no gradient
+(:data:`dmst.schema.TRAINING_START`: the sends off, the de-esser's and the gate's range at
+0 dB, the detector blends at the sigmoid's edge), which start a little on.  On small
+datasets the average setting is a strong baseline (Steinmetz et al., DiffVox, DAFx 2025),
+and this parameterisation starts from it instead of from noise.  (A :class:`DmstModel`
+wrapping such an untouched encoder still *predicts* the defaults: see
+:func:`dmst.encoder.model.untrained_keys`.)
 """
 from __future__ import annotations
 
@@ -13,6 +18,16 @@ from torch import nn
 
 from .. import schema
 from .features import N_LEVEL_FEATURES, LogMel, level_features
+
+
+def training_start_logits() -> torch.Tensor:
+    """(P,) logits where training starts: the defaults, with :data:`dmst.schema.TRAINING_START` over them.
+
+    Clamped to u in [1e-3, 1 - 1e-3] so no logit is infinite.  A fresh encoder's output bias
+    and the rows a migration adds to an older model both start here.
+    """
+    u0 = schema.training_start_normalized().clamp(1e-3, 1 - 1e-3)
+    return torch.log(u0) - torch.log1p(-u0)
 
 
 def _block(cin, cout):
@@ -32,8 +47,7 @@ class Encoder(nn.Module):
         self.head = nn.Sequential(nn.LayerNorm(embed), nn.Linear(embed, hidden), nn.GELU(), nn.Linear(hidden, schema.NUM_PARAMS))
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
-        u0 = schema.default_normalized().clamp(1e-3, 1 - 1e-3)
-        self.default_logits = nn.Parameter(torch.log(u0) - torch.log1p(-u0))
+        self.default_logits = nn.Parameter(training_start_logits())
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, samples) -> (batch, embedding): CNN features pooled over time and frequency, plus levels."""
