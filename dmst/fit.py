@@ -43,8 +43,10 @@ DEFAULT_STEPS = 120
 LR = 0.1
 FIT_THREADS = 1  # see _threads
 ENVELOPE_WEIGHT = 1.0  # the band-envelope term (dmst.losses.BandEnvelopeLoss): what keeps a fitted space honest
-# The echo search (echo_time_ms): a peak of the deconvolved response this many times its median is an echo.
-ECHO_PEAK_RATIO = 8.0
+# The echo search (echo_time_ms): a peak of the deconvolved response this many times its mean over the 20 ms
+# around it is an echo (the largest of a noise-like tail's 40000 samples at 44.1 kHz stands about 5x above).
+ECHO_PEAK_RATIO = 10.0
+ECHO_BACKGROUND_MS = 20.0
 ECHO_SEARCH_SECONDS = 60.0
 # The reverb-length search (_search_decay): RT60s spaced 1.5x over decay_s's range, scored on a few excerpts.
 DECAY_GRID = (0.25, 0.4, 0.6, 0.9, 1.35, 2.0, 3.0, 4.5)
@@ -79,8 +81,8 @@ def echo_time_ms(raw: torch.Tensor, mixed: torch.Tensor, sample_rate: int, lo_ms
     regularised (Wiener) deconvolution of their mono sums, ``h = irfft(Y X* / (|X|^2 + eps))``;
     the dry chain puts its peak near 0 ms, a delay send one at its time (then at 2x, 3x, ... each
     weaker), a reverb only a diffuse, noise-like tail.  Returns the lag of the largest peak of
-    ``|h|`` within the delay's range, or None when no peak stands out of ``h`` there (at least
-    ``ECHO_PEAK_RATIO`` x its median): a mix without a delay.  At most ``max_seconds`` of the
+    ``|h|`` within the delay's range that stands out of its surroundings, or None when none does:
+    a mix without a delay.  At most ``max_seconds`` of the
     song are used (the loudest part is not needed: any stretch with the voice in it will do).
     """
     span = schema.BY_KEY["delay.time_ms"]
@@ -90,17 +92,25 @@ def echo_time_ms(raw: torch.Tensor, mixed: torch.Tensor, sample_rate: int, lo_ms
     x = raw[:, :n].double().mean(0)
     y = mixed[:, :n].double().mean(0)
     lo, hi = int(lo_ms * sample_rate / 1000), int(hi_ms * sample_rate / 1000) + 1
-    if n <= hi or not bool(x.abs().max() > 0):
+    half = int(ECHO_BACKGROUND_MS / 2 * sample_rate / 1000)
+    if n <= hi + half or not bool(x.abs().max() > 0):
         return None
-    n_fft = fast_length(n + hi)
+    n_fft = fast_length(n + hi + half)
     spec_x, spec_y = torch.fft.rfft(x, n_fft), torch.fft.rfft(y, n_fft)
     power = spec_x.abs().pow(2)
-    h = torch.fft.irfft(spec_y * spec_x.conj() / (power + 1e-3 * power.mean()), n_fft)[: hi + 1].abs()
-    # The dry chain's own response (EQ, the compressor's smearing) rings for a few ms after 0: search past it.
+    h = torch.fft.irfft(spec_y * spec_x.conj() / (power + 1e-3 * power.mean()), n_fft)[: hi + half + 1].abs()
+    # An echo is a sharp peak; the regularisation and the dry chain leave a smooth ringing after 0 ms, a reverb
+    # a noise-like tail.  So a peak counts where it stands ECHO_PEAK_RATIO x above h's mean over the
+    # ECHO_BACKGROUND_MS around it, and the tallest such peak in the delay's range is the echo.
+    run = torch.nn.functional.pad(h.cumsum(0), (1, 0))
+    lags = torch.arange(lo, hi + 1)
+    left, right = (lags - half).clamp_min(0), lags + half
+    background = (run[right + 1] - run[left]) / (right + 1 - left)
     window = h[lo:hi + 1]
-    peak = int(window.argmax())
-    if float(window[peak]) < ECHO_PEAK_RATIO * float(window.median()):
+    standing = window > ECHO_PEAK_RATIO * background
+    if not bool(standing.any()):
         return None
+    peak = int(torch.where(standing, window, torch.zeros_like(window)).argmax())
     return 1000.0 * (lo + peak) / sample_rate
 
 

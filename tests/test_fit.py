@@ -79,7 +79,8 @@ def _voice(fs: int, seconds: float) -> torch.Tensor:
 @pytest.mark.parametrize("time_ms", [47.0, 333.0, 810.0])
 def test_the_echo_search_finds_an_echo_made_by_numpy_and_nothing_in_a_dry_mix(time_ms):
     """echo_time_ms on a mix made without dmst (numpy: the voice, a high-shelf-ish tilt, two echoes at T and 2T
-    and decorrelated noise in the other channel): within one sample of T; a mix with no echo gives None."""
+    and decorrelated noise in the other channel): within one sample of T; a mix with no echo (dry, or with only a
+    reverb) gives None."""
     from dmst.fit import echo_time_ms
 
     fs = 16000
@@ -94,6 +95,14 @@ def test_the_echo_search_finds_an_echo_made_by_numpy_and_nothing_in_a_dry_mix(ti
     found = echo_time_ms(torch.from_numpy(x)[None], mix, fs)
     assert found is not None and abs(found - time_ms) <= 1000 / fs + 1e-9, found
     assert echo_time_ms(torch.from_numpy(x)[None], torch.from_numpy(np.stack([dry + noise, dry - noise])), fs) is None
+    # ... nor a mix with only a reverb (exponentially decaying noise, RT60 1.5 s, 10 dB under the dry energy)
+    from scipy.signal import fftconvolve
+
+    t = np.arange(int(1.5 * fs)) / fs
+    tail = np.random.default_rng(1).standard_normal(t.size) * 10 ** (-3 * t / 1.5)
+    tail *= np.sqrt(0.1 / np.sum(tail**2))
+    reverbed = dry + fftconvolve(dry, tail)[: x.size]
+    assert echo_time_ms(torch.from_numpy(x)[None], torch.from_numpy(np.stack([reverbed, reverbed])), fs) is None
 
 
 def test_fit_recovers_a_space_decay_within_20_percent_and_delay_time_within_5_ms():
