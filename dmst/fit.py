@@ -168,12 +168,14 @@ def _threads(count: int | None):
 
 
 @torch.no_grad()
-def _search_decay(logits: torch.Tensor, loss_of, idx: torch.Tensor) -> None:
+def _search_decay(logits: torch.Tensor, loss_of, idx: torch.Tensor, envelope) -> None:
     """Set ``reverb.decay_s`` in ``logits`` (in place) to the best of ``DECAY_GRID`` and its current value, the
-    rest held, by the loss on the excerpts ``idx``.
+    rest held, by the band-envelope loss ``envelope`` on the excerpts ``idx``.
 
     Descent moves the decay slowly and can settle on the wrong side of a delay whose echoes decay too: a few
-    renders without gradients (cheap) look at the whole range at once.
+    renders without gradients (cheap) look at the whole range at once.  Scored on band envelopes alone, which
+    do not depend on which noise a reverb is made of (the fine-structure terms favour a shorter, quieter tail
+    whenever the samples do not line up).
     """
     key = schema.KEYS.index("reverb.decay_s")
     p = schema.BY_KEY["reverb.decay_s"]
@@ -183,7 +185,7 @@ def _search_decay(logits: torch.Tensor, loss_of, idx: torch.Tensor) -> None:
     for c in candidates:
         trial = logits.detach().clone()
         trial[0, key] = c
-        scores.append(float(loss_of(trial, idx)))
+        scores.append(float(loss_of(trial, idx, envelope)))
     logits[0, key] = candidates[min(range(len(scores)), key=scores.__getitem__)]
 
 
@@ -246,11 +248,11 @@ def _fit(raw, mixed, sample_rate, steps, lr, progress, init, staging_db):
     # A mono raw for a stereo mix: the dry chain runs once, the console returns stereo (centred dry, stereo sends).
     layout = 2 if raw.shape[0] == 1 and channels == 2 else None
 
-    def loss_of(u_logits, idx):
+    def loss_of(u_logits, idx, loss=loss_fn):
         params = schema.denormalize(torch.sigmoid(u_logits).expand(len(idx), -1))
         y = render(raw_x[idx], sample_rate, params, staging_db=staging[idx], excerpt_offset_lu=offset[idx],
                    output_channels=layout)
-        return loss_fn(to_layout(y, channels), mix_x[idx])
+        return loss(to_layout(y, channels), mix_x[idx])
 
     whole_batch = per_step == raw_x.shape[0]
     order = torch.randperm(raw_x.shape[0], generator=torch.Generator().manual_seed(0))
@@ -262,7 +264,7 @@ def _fit(raw, mixed, sample_rate, steps, lr, progress, init, staging_db):
         it = tqdm(it, desc="fitting", unit="step", file=sys.stderr)
     for step in it:
         if step == steps // 3 and not init:  # the rest has settled: the reverb's length, by a coarse search
-            _search_decay(logits, loss_of, torch.arange(min(raw_x.shape[0], DECAY_SEARCH_EXCERPTS)))
+            _search_decay(logits, loss_of, torch.arange(min(raw_x.shape[0], DECAY_SEARCH_EXCERPTS)), loss_fn.envelope)
         if whole_batch:
             idx = torch.arange(raw_x.shape[0])
         else:  # the pool in a fixed shuffled order, per_step excerpts at a time
