@@ -51,6 +51,8 @@ ECHO_SEARCH_SECONDS = 60.0
 # The reverb-length search (_search_decay): RT60s spaced 1.5x over decay_s's range, scored on a few excerpts.
 DECAY_GRID = (0.25, 0.4, 0.6, 0.9, 1.35, 2.0, 3.0, 4.5)
 DECAY_SEARCH_EXCERPTS = 4
+# Effects a fit starts on and switches off at the end when the mix does not need them (off = the default).
+SWITCHES = ("delay.send_db", "reverb.send_db", "deesser.range_db", "gate.range_db")
 
 
 def excerpt_pool(raw: torch.Tensor, mixed: torch.Tensor, sample_rate: int, seconds: float = EXCERPT_SECONDS,
@@ -82,8 +84,8 @@ def echo_time_ms(raw: torch.Tensor, mixed: torch.Tensor, sample_rate: int, lo_ms
     the dry chain puts its peak near 0 ms, a delay send one at its time (then at 2x, 3x, ... each
     weaker), a reverb only a diffuse, noise-like tail.  Returns the lag of the largest peak of
     ``|h|`` within the delay's range that stands out of its surroundings, or None when none does:
-    a mix without a delay.  At most ``max_seconds`` of the
-    song are used (the loudest part is not needed: any stretch with the voice in it will do).
+    a mix without a delay.  At most ``max_seconds`` of the song are used (any stretch with the
+    voice in it will do).
     """
     span = schema.BY_KEY["delay.time_ms"]
     lo_ms = span.minimum if lo_ms is None else lo_ms
@@ -115,9 +117,11 @@ def echo_time_ms(raw: torch.Tensor, mixed: torch.Tensor, sample_rate: int, lo_ms
 
 
 def fitting_start(raw: torch.Tensor, mixed: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, tuple[str, ...]]:
-    """Where a fit starts, (P,) normalised, and the keys it holds there.  The start is :data:`dmst.schema.TRAINING_START` (every effect where it has a
-    gradient: the sends, the de-esser and the gate a little on, the detector blends mid-range), and what can
-    be measured on the mix instead of searched for: its loudness (the output stage lands on it), its true peak
+    """Where a fit starts, (P,) normalised, and the keys it holds there.
+
+    The start is :data:`dmst.schema.TRAINING_START` (every effect where it has a gradient: the sends,
+    the de-esser and the gate a little on, the detector blends mid-range), and what can be measured on
+    the mix instead of searched for: its loudness (the output stage lands on it), its true peak
     (where a limiter's ceiling would be: a ceiling at the mix's peak touches the render's peaks, so it has a
     gradient) and the time of its strongest echo (:func:`echo_time_ms`).  The loudness is held (the output
     stage lands the render on it; the whole-song solve sets it at the end).  An echo time found is held: it is
@@ -187,6 +191,23 @@ def _search_decay(logits: torch.Tensor, loss_of, idx: torch.Tensor, envelope) ->
         trial[0, key] = c
         scores.append(float(loss_of(trial, idx, envelope)))
     logits[0, key] = candidates[min(range(len(scores)), key=scores.__getitem__)]
+
+
+@torch.no_grad()
+def _switch_off_what_does_not_help(logits: torch.Tensor, loss_of, idx: torch.Tensor) -> None:
+    """Turn each effect a fit starts a little on (the sends, the de-esser, the gate: TRAINING_START) off again,
+    in ``logits`` (in place), where the loss on the excerpts ``idx`` is no higher without it.
+
+    A fit starts them on so they have a gradient; descent only turns down what the mix does not have, and
+    rarely all the way to off in a few hundred steps.  A dry mix should come back dry.
+    """
+    for key in SWITCHES:
+        i = schema.KEYS.index(key)
+        off = schema.BY_KEY[key].normalize(torch.tensor(schema.BY_KEY[key].default, dtype=torch.float64))
+        trial = logits.detach().clone()
+        trial[0, i] = float(torch.logit(off.clamp(1e-3, 1 - 1e-3)))
+        if float(loss_of(trial, idx)) <= float(loss_of(logits.detach(), idx)):
+            logits[0, i] = trial[0, i]
 
 
 def fit_params(raw: torch.Tensor, mixed: torch.Tensor, sample_rate: int, steps: int = DEFAULT_STEPS, lr: float = LR,
@@ -282,9 +303,12 @@ def _fit(raw, mixed, sample_rate, steps, lr, progress, init, staging_db):
             best = (value, before)
         if progress:
             it.set_postfix(loss=f"{value:.4f}")
-    if not whole_batch or not steps:  # minibatch losses are not comparable: the final (annealed) setting, on the pool
-        with torch.no_grad():
-            best = (float(loss_of(logits.detach(), torch.arange(raw_x.shape[0]))), logits.detach().clone())
+    # Whole: the best setting seen; minibatches (losses not comparable): the final, annealed one.
+    final = (best[1] if whole_batch and steps else logits.detach()).clone()
+    if not init:
+        _switch_off_what_does_not_help(final, loss_of, torch.arange(min(raw_x.shape[0], DECAY_SEARCH_EXCERPTS)))
+    with torch.no_grad():  # scored on the whole pool
+        best = (float(loss_of(final, torch.arange(raw_x.shape[0]))), final)
     params = schema.unstack(clamp_to_ranges(schema.denormalize(torch.sigmoid(best[1]).double())))[0]
     if math.isfinite(whole_lufs):  # the whole-song loudness solve
         out = schema.BY_KEY["output.loudness_lufs"]
