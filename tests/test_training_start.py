@@ -72,14 +72,14 @@ def test_the_start_is_off_the_dead_zones():
 
 
 def test_a_fresh_encoder_starts_training_where_every_parameter_has_a_gradient():
-    """A fresh encoder's output (its bias, default_logits) is the training start; the MixLoss of its render against a
+    """A fresh encoder built with training_start=True has its output (its bias, default_logits) at the training start; the MixLoss of its render against a
     mix made with every stage active gives finite, non-zero gradients to every parameter's output (the bias and the
     last layer's bias), and after one Adam step also to the frequencies and Qs of the bands that started at 0 dB."""
     torch.manual_seed(0)
     x = _take_with_a_transient()
     target = _mix(x)
     staging = staging_gain_db(x, FS)
-    encoder = Encoder()
+    encoder = Encoder(training_start=True)
     u0 = torch.sigmoid(encoder.default_logits.detach())
     torch.testing.assert_close(u0, schema.training_start_normalized().clamp(1e-3, 1 - 1e-3))
     staged, _ = to_mono_44k(x[0], FS, staging[0])
@@ -119,7 +119,7 @@ def test_an_untrained_model_predicts_the_defaults_and_a_trained_one_what_it_lear
     """A DmstModel of a fresh encoder predicts exactly the defaults where training starts elsewhere (the sends off,
     no de-essing), as a migrated model does; once training has moved a parameter, it predicts the learned value."""
     audio = _clip(FS, 1.0)[0].numpy()
-    encoder = Encoder()
+    encoder = Encoder(training_start=True)
     model = DmstModel(encoder)
     assert set(model.fixed_defaults) == set(schema.TRAINING_START)
     params = model.predict(audio, FS)
