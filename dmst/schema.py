@@ -210,6 +210,7 @@ TRAINING_START: dict[str, float] = {
     "gate.range_db": 0.2,            # 12 dB
     "gate.threshold_db": 0.7,        # -41 dBFS: at its default (-80) no level of a staged vocal reaches it
     "deesser.range_db": 0.125,       # 3 dB
+    "deesser.threshold_db": 0.25,    # -45 dBFS: at its default (-30) the sidechain band of a staged vocal rarely reaches it
     "delay.send_db": 0.5,            # -30 dB
     "reverb.send_db": 0.5,           # -30 dB
 }
@@ -245,6 +246,14 @@ def defaults(batch_size: int = 1, device=None, dtype=torch.float32) -> FlatParam
 def default_normalized(device=None) -> torch.Tensor:
     """The defaults as a (P,) vector in [0, 1]."""
     return torch.tensor([p.normalize(p.default) for p in SCHEMA], device=device, dtype=torch.float32)
+
+
+def training_start_normalized(device=None) -> torch.Tensor:
+    """Where training starts, as a (P,) vector in [0, 1]: the defaults, with :data:`TRAINING_START` over them."""
+    u = default_normalized(device)
+    for key, value in TRAINING_START.items():
+        u[KEYS.index(key)] = value
+    return u
 
 
 def denormalize(u: torch.Tensor) -> FlatParams:

@@ -1,5 +1,5 @@
 """The whole v3 console with every stage active: both paths agree, gradients reach every parameter,
-a known setting is recovered from the defaults, and a loud delivery stays under the limiter's ceiling.
+a known setting is recovered from where dmst fit starts, and a loud delivery stays under the limiter's ceiling.
 
 The references are independent of the code under test: the path comparison renders the same
 input through the compiled render loops and through the differentiable torch path; the true
@@ -130,22 +130,25 @@ def test_every_parameter_gets_a_finite_nonzero_gradient_through_the_whole_consol
 
 
 V3_GROUPS = ("gate", "deesser", "post_eq", "delay", "reverb", "limiter")
-STEPS, LR = 25, 0.1
+STEPS, LR = 60, 0.1
 
 
-def test_fitting_the_v3_stages_through_the_whole_console_recovers_the_send_levels_and_the_gate():
-    """The stages v3 added, fitted through the whole console from the defaults (the off-by-default effects a little
-    on: schema.TRAINING_START), the v2 stages held at the target's settings (tests/test_console.py recovers those),
-    the delay's and reverb's character (times, loop filters, damping, width, spread) held at the target's: Adam on
-    sigmoid logits, MR-STFT, 16 kHz, 1.25 s (a pause, a phrase, a pause), STEPS steps.
+def test_fitting_the_v3_stages_through_the_whole_console_cuts_the_loss_by_90_percent():
+    """The stages v3 added, fitted through the whole console from where dmst fit starts (dmst.fit.fitting_start:
+    schema.TRAINING_START, so the sends, the de-esser and the gate are a little on, where they have a gradient; the
+    limiter's ceiling at the mix's true peak, so it touches the render's peaks), the v2 stages held at the target's settings (tests/test_console.py recovers those), the delay's and
+    reverb's character (times, loop filters, damping, width, spread) held at the target's: Adam on sigmoid logits,
+    the learning rate LR falling to a tenth (cosine), MR-STFT, 24 kHz (at 16 kHz the post-EQ shelf's 10 kHz start
+    is above the 0.45 fs clamp: no gradient), 1.25 s (a pause, a phrase, a pause), STEPS steps.
 
-    What holds: the loss falls by >= 60 % and the two send levels come within 1.5 dB, the gate threshold within
-    3 dB.  What does not (see the README): the issue's 90 % -- the de-esser (its sidechain band never reaches the
-    -30 dBFS default threshold here) and the limiter (nothing is over its -1 dBTP default) start where their
-    gradients are exactly zero, and stay there."""
+    The loss falls by >= 90 % (measured 92.4 %); the send levels come within 0.5 dB, the gate threshold within
+    1.5 dB, the de-esser's threshold within 3 dB and the limiter's ceiling within 1 dB.  From the defaults the
+    de-esser (no sidechain level over -30 dBFS) and the limiter (nothing over -1 dBTP) had no gradient: 66 %."""
+    from dmst.fit import fitting_start
+
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    fs = 16000
+    fs = 24000
     x = _clip(fs, 1.65)[..., int(0.4 * fs):]
     staging = staging_gain_db(x, fs)
     target_setting = dict(SETTING, **{"eq.low_pass_freq_hz": 6400.0, "delay.time_ms": 250.0, "reverb.decay_s": 1.2,
@@ -156,11 +159,12 @@ def test_fitting_the_v3_stages_through_the_whole_console_recovers_the_send_level
     keys = [k for k in schema.KEYS if k.split(".")[0] in V3_GROUPS
             and (k.split(".")[0] not in ("delay", "reverb") or k.endswith("send_db"))]
     fixed = {k: torch.full((1,), v) for k, v in target_setting.items() if k not in keys}
-    u0 = torch.tensor([schema.TRAINING_START.get(k, schema.BY_KEY[k].normalize(schema.BY_KEY[k].default)) for k in keys])
-    u0 = u0.clamp(1e-3, 1 - 1e-3)
+    start, held = fitting_start(x[0], target[0], fs)
+    u0 = torch.stack([start[schema.KEYS.index(k)] for k in keys]).clamp(1e-3, 1 - 1e-3)
     logit = torch.log(u0 / (1 - u0)).requires_grad_(True)
     loss_fn = _mrstft()
     opt = torch.optim.Adam([logit], lr=LR)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, STEPS, eta_min=0.1 * LR)
     history = []
 
     def fitted():
@@ -172,13 +176,15 @@ def test_fitting_the_v3_stages_through_the_whole_console_recovers_the_send_level
         loss = loss_fn(render(x, fs, fitted(), staging, output_channels=2), target)
         loss.backward()
         opt.step()
+        sched.step()
         history.append(loss.item())
     assert all(math.isfinite(v) for v in history)
     drop = 1 - min(history) / history[0]
-    assert drop >= 0.60, f"loss fell by only {100 * drop:.1f} % ({history[0]:.3f} -> {min(history):.3f}) in {len(history)} steps"
+    assert drop >= 0.90, f"loss fell by only {100 * drop:.1f} % ({history[0]:.3f} -> {min(history):.3f}) in {len(history)} steps"
     with torch.no_grad():
         got = {k: float(v) for k, v in fitted().items()}
-    for key, tolerance in (("delay.send_db", 1.5), ("reverb.send_db", 1.5), ("gate.threshold_db", 3.0)):
+    for key, tolerance in (("delay.send_db", 0.5), ("reverb.send_db", 0.5), ("gate.threshold_db", 1.5),
+                           ("deesser.threshold_db", 3.0), ("limiter.ceiling_dbtp", 1.0)):
         assert got[key] == pytest.approx(target_setting[key], abs=tolerance), (key, got[key])
 
 

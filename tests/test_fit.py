@@ -65,3 +65,60 @@ def test_a_long_song_is_fitted_on_excerpts_and_its_loudness_solved_on_the_whole(
         y = render(raw.repeat(2, 1)[None], sr, schema.stack([params]))[0]
     assert reference_lufs(y.numpy(), sr) == pytest.approx(reference_lufs(stereo.numpy(), sr), abs=0.1)
     assert params["eq"]["presence_gain_db"] > 0.3  # moving towards the +6 dB that made the mix
+
+
+def _voice(fs: int, seconds: float) -> torch.Tensor:
+    """(1, n): the first seconds of examples/audioflux_voice.wav at ``fs``."""
+    from dmst._torchaudio import resample
+
+    x, sr = sf.read(ROOT / "examples" / "audioflux_voice.wav", dtype="float32", always_2d=True)
+    x = torch.from_numpy(np.ascontiguousarray(x[: int(seconds * sr), :1].T))
+    return x if fs == sr else resample(x, sr, fs)
+
+
+@pytest.mark.parametrize("time_ms", [47.0, 333.0, 810.0])
+def test_the_echo_search_finds_an_echo_made_by_numpy_and_nothing_in_a_dry_mix(time_ms):
+    """echo_time_ms on a mix made without dmst (numpy: the voice, a high-shelf-ish tilt, two echoes at T and 2T
+    and decorrelated noise in the other channel): within one sample of T; a mix with no echo (dry, or with only a
+    reverb) gives None."""
+    from dmst.fit import echo_time_ms
+
+    fs = 16000
+    x = _voice(fs, 4.0)[0].numpy().astype(np.float64)
+    d = int(round(time_ms * fs / 1000))
+    dry = x + 0.3 * np.diff(x, prepend=0.0)
+    wet = dry.copy()
+    wet[d:] += 0.4 * dry[:-d]
+    wet[2 * d:] += 0.16 * dry[:-2 * d]
+    noise = 0.01 * np.random.default_rng(0).standard_normal(x.size)
+    mix = torch.from_numpy(np.stack([wet + noise, wet - noise]))
+    found = echo_time_ms(torch.from_numpy(x)[None], mix, fs)
+    assert found is not None and abs(found - time_ms) <= 1000 / fs + 1e-9, found
+    assert echo_time_ms(torch.from_numpy(x)[None], torch.from_numpy(np.stack([dry + noise, dry - noise])), fs) is None
+    # ... nor a mix with only a reverb (exponentially decaying noise, RT60 1.5 s, 10 dB under the dry energy)
+    from scipy.signal import fftconvolve
+
+    t = np.arange(int(1.5 * fs)) / fs
+    tail = np.random.default_rng(1).standard_normal(t.size) * 10 ** (-3 * t / 1.5)
+    tail *= np.sqrt(0.1 / np.sum(tail**2))
+    reverbed = dry + fftconvolve(dry, tail)[: x.size]
+    assert echo_time_ms(torch.from_numpy(x)[None], torch.from_numpy(np.stack([reverbed, reverbed])), fs) is None
+
+
+def test_fit_recovers_a_space_decay_within_20_percent_and_delay_time_within_5_ms():
+    """fit_params on a mix made with known space settings (delay 300 ms, feedback 0.35, ping-pong; reverb RT60 2 s;
+    both sends on; a presence boost), everything free: decay_s within 20 %, time_ms within 5 ms.  16 kHz, 3 s,
+    30 steps (a test, not a benchmark: dmst fit runs at the file's rate with more steps)."""
+    from dmst.fit import fit_params
+
+    fs = 16000
+    x = _voice(fs, 3.0)
+    target = schema.default_dict()
+    target["eq"]["presence_gain_db"] = 4.0
+    target["delay"].update(time_ms=300.0, feedback=0.35, send_db=-16.0, spread=0.6)
+    target["reverb"].update(decay_s=2.0, send_db=-18.0, pre_delay_ms=15.0)
+    with torch.no_grad():
+        mixed = render(x[None], fs, schema.stack([target]), output_channels=2)[0]
+    params, _ = fit_params(x, mixed, fs, steps=30, lr=0.1)
+    assert params["delay"]["time_ms"] == pytest.approx(300.0, abs=5.0)
+    assert params["reverb"]["decay_s"] == pytest.approx(2.0, rel=0.2)

@@ -21,7 +21,7 @@ from .. import schema
 from .._torchaudio import resample, versions as _stack_versions
 from ..effects.gain import staging_gain_db
 from .features import SAMPLE_RATE, choose_segments
-from .network import Encoder
+from .network import Encoder, training_start_logits
 
 FORMAT = "dmst-model"
 FORMAT_VERSION = 1
@@ -89,18 +89,39 @@ def clamp_to_ranges(params: schema.FlatParams) -> schema.FlatParams:
     return {k: schema.BY_KEY[k].nearest(v) for k, v in params.items()}
 
 
+def untrained_keys(encoder: Encoder) -> tuple[str, ...]:
+    """The :data:`dmst.schema.TRAINING_START` parameters that training has not moved: their output row is still
+    zero and their logit still exactly the training start (a fresh encoder's, or a migration's new rows).
+
+    Training starts them a little on, where they have a gradient; a model that has not learned them predicts
+    their defaults (the sends off, no de-essing), as a migrated model does.
+    """
+    start = training_start_logits()
+    logits = encoder.default_logits.detach().cpu()
+    last = encoder.head[-1]
+    weight, bias = last.weight.detach().cpu(), last.bias.detach().cpu()
+    keys = []
+    for key in schema.TRAINING_START:
+        i = schema.KEYS.index(key)
+        row_zero = encoder.global_only or (bool((weight[i] == 0).all()) and float(bias[i]) == 0.0)
+        if row_zero and float(logits[i]) == float(start[i]):
+            keys.append(key)
+    return tuple(keys)
+
+
 class DmstModel:
     """An encoder with its name and training metadata; ``predict`` gives console settings."""
 
     sample_rate = SAMPLE_RATE
 
-    def __init__(self, encoder: Encoder, name: str = "untrained", meta: dict | None = None, fixed_defaults=(),
+    def __init__(self, encoder: Encoder, name: str = "untrained", meta: dict | None = None, fixed_defaults=None,
                  output_channels: int | None = None):
         self.encoder = encoder.eval()
         self.name = name
         self.meta = meta or {}
-        # Parameters a migrated model was never trained for: predicted as exactly their defaults.
-        self.fixed_defaults = tuple(fixed_defaults)
+        # Parameters the model was never trained for (a migrated model's new rows; an encoder's rows still at
+        # their training start): predicted as exactly their defaults.
+        self.fixed_defaults = tuple(untrained_keys(encoder) if fixed_defaults is None else fixed_defaults)
         self.output_channels = output_channels  # 1 or 2; None: the input's layout
 
     @torch.no_grad()
@@ -212,11 +233,7 @@ def migrate_checkpoint(ckpt: dict, path="model") -> dict:
         return ckpt
     old_index = {k: i for i, k in enumerate(keys)}
     state = dict(ckpt["state_dict"])
-    u0 = schema.default_normalized()
-    for key, u in schema.TRAINING_START.items():
-        u0[schema.KEYS.index(key)] = u
-    u0 = u0.clamp(1e-3, 1 - 1e-3)
-    default_logits = torch.log(u0) - torch.log1p(-u0)
+    default_logits = training_start_logits()
     rows_from = [old_index.get(k) for k in schema.KEYS]
 
     def grow(t: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:

@@ -2,9 +2,15 @@
 
 Settings are predicted as offsets from a learned default: the output is
 ``sigmoid(default_logits + delta(x))`` in the schema's normalised [0, 1] space, with the
-last layer initialised to zero so an untrained network *is* the default setting.  On
-small datasets the average setting is a strong baseline (Steinmetz et al., DiffVox,
-DAFx 2025), and this parameterisation starts from it instead of from noise.
+last layer initialised to zero, so an untrained network predicts one setting for every
+input: the defaults, or with ``training_start=True`` the *training start*, the defaults
+except where a default has no gradient (:data:`dmst.schema.TRAINING_START`: the sends off,
+the de-esser's and the gate's range at 0 dB, the detector blends at the sigmoid's edge),
+which start a little on.  On small
+datasets the average setting is a strong baseline (Steinmetz et al., DiffVox, DAFx 2025),
+and this parameterisation starts from it instead of from noise.  (A :class:`DmstModel`
+wrapping such an untouched encoder still *predicts* the defaults: see
+:func:`dmst.encoder.model.untrained_keys`.)
 
 A discrete row of the schema (``eq.high_pass_slope_db``) is not predicted: a sigmoid
 has no meaning between 12 and 18 dB/octave, and rounding has no gradient.  The encoder
@@ -21,6 +27,16 @@ from .. import schema
 from .features import N_LEVEL_FEATURES, LogMel, level_features
 
 
+def training_start_logits() -> torch.Tensor:
+    """(P,) logits where training starts: the defaults, with :data:`dmst.schema.TRAINING_START` over them.
+
+    Clamped to u in [1e-3, 1 - 1e-3] so no logit is infinite.  A fresh encoder's output bias
+    and the rows a migration adds to an older model both start here.
+    """
+    u0 = schema.training_start_normalized().clamp(1e-3, 1 - 1e-3)
+    return torch.log(u0) - torch.log1p(-u0)
+
+
 def _block(cin, cout):
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.GELU(), nn.Conv2d(cout, cout, 3, padding=1), nn.GELU(), nn.MaxPool2d(2))
 
@@ -28,7 +44,8 @@ def _block(cin, cout):
 class Encoder(nn.Module):
     """(batch, samples) gain-staged mono at 44.1 kHz -> (batch, P) normalised settings in (0, 1)."""
 
-    def __init__(self, width: int = 32, hidden: int = 128, global_only: bool = False, fixed: dict | None = None):
+    def __init__(self, width: int = 32, hidden: int = 128, global_only: bool = False, fixed: dict | None = None,
+                 training_start: bool = False):
         super().__init__()
         self.config = {"width": width, "hidden": hidden, "global_only": global_only}
         self.global_only = global_only
@@ -43,8 +60,15 @@ class Encoder(nn.Module):
         self.head = nn.Sequential(nn.LayerNorm(embed), nn.Linear(embed, hidden), nn.GELU(), nn.Linear(hidden, schema.NUM_PARAMS))
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
-        u0 = schema.default_normalized().clamp(1e-3, 1 - 1e-3)
-        self.default_logits = nn.Parameter(torch.log(u0) - torch.log1p(-u0))
+        # training_start: the output bias at the training start rather than the defaults.  Not yet what
+        # dmst train uses: started there, a short run on dry mixes leaves the sends a little on (not off),
+        # so training needs the switch-off step dmst fit has first (dmst.fit._switch_off_what_does_not_help).
+        if training_start:
+            logits = training_start_logits()
+        else:
+            u0 = schema.default_normalized().clamp(1e-3, 1 - 1e-3)
+            logits = torch.log(u0) - torch.log1p(-u0)
+        self.default_logits = nn.Parameter(logits)
 
     def fix(self, key: str, value: float) -> None:
         """Hold discrete row ``key`` at ``value`` (one of its choices); recorded in ``config``."""
