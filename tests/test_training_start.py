@@ -50,9 +50,12 @@ def _identity_bands_at(u: torch.Tensor) -> set[str]:
 
 
 def _check(grad: torch.Tensor, keys) -> None:
+    """Finite everywhere; non-zero for every learned key in ``keys`` (a discrete row is chosen, not learned:
+    its gradient is exactly zero by design)."""
     assert torch.isfinite(grad).all()
-    dead = [k for k, g in zip(schema.KEYS, grad.tolist()) if g == 0 and k in keys]
+    dead = [k for k, g in zip(schema.KEYS, grad.tolist()) if g == 0 and k in keys and k not in schema.DISCRETE_KEYS]
     assert not dead, f"zero gradient for {dead}"
+    assert all(g == 0 for k, g in zip(schema.KEYS, grad.tolist()) if k in schema.DISCRETE_KEYS)
 
 
 def _checked(step: int, exempt: set[str]) -> set[str]:
