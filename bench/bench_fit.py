@@ -63,7 +63,7 @@ def main(argv=None):
 
         out, _ = sf.read(tmp / "out.wav", dtype="float32", always_2d=True)
         t_out = torch.from_numpy(np.ascontiguousarray(out.T))[None]
-        n = min(out.shape[0], mixed.shape[0])
+        n = min(out.shape[0], mixed.shape[0], raw.shape[-1])  # the render may carry a tail past both
         t_mix = torch.from_numpy(np.ascontiguousarray(mixed.T))[None]
         pad = torch.nn.functional.pad(t_out, (0, max(0, t_mix.shape[-1] - t_out.shape[-1])))
         doc = json.loads((tmp / "p.json").read_text())
