@@ -60,35 +60,11 @@ def pick_songs(voices: Path, n_speech: int, n_sung: int, skip: int = 50, seed: i
 
 
 def fit(raw: torch.Tensor, mixed: torch.Tensor, sr: int, steps: int, frozen, start, lr: float = 0.05):
-    """dmst fit's optimisation on the whole take (mono), with ``frozen`` keys held at exactly their defaults."""
-    from dmst import schema
-    from dmst.console import render
-    from dmst.effects.gain import staging_gain_db
-    from dmst.losses import MixLoss
+    """dmst fit's optimisation (``quality.fit_console``: whole take for these short songs, mono), with ``frozen``
+    keys held at exactly their defaults and the compressor started at ``start``."""
+    from quality import fit_console
 
-    staging = staging_gain_db(raw[None], sr)
-    init = schema.default_dict()
-    init["compressor"].update(start)
-    u0 = schema.normalize(schema.stack([init])).clamp(1e-3, 1 - 1e-3)
-    exact = schema.default_normalized()[None]
-    mask = torch.tensor([[k in frozen for k in schema.KEYS]])
-    logits = torch.nn.Parameter(torch.log(u0) - torch.log1p(-u0))
-    opt = torch.optim.Adam([logits], lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    loss_fn = MixLoss(sr)
-    best = (float("inf"), logits.detach().clone())
-    for _ in range(steps):
-        u = torch.where(mask, exact, torch.sigmoid(logits))
-        loss = loss_fn(render(raw[None], sr, schema.denormalize(u), staging_db=staging), mixed[None])
-        before = logits.detach().clone()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        if loss.item() < best[0]:
-            best = (loss.item(), before)
-    u = torch.where(mask, exact, torch.sigmoid(best[1]))
-    return schema.unstack(schema.denormalize(u.double()))[0], best[0]
+    return fit_console(raw, mixed, sr, steps, frozen=frozen, start={"compressor": start}, lr=lr)
 
 
 def metrics(pred: torch.Tensor, target: torch.Tensor, sr: int) -> dict[str, float]:

@@ -41,7 +41,7 @@ import math
 
 import torch
 
-from ._ballistics import ir_soft_knee
+from ._ballistics import _per_item, ir_soft_knee
 from ._llvm import compile_function, ir_loop
 
 LN10_20 = math.log(10) / 20
@@ -121,7 +121,7 @@ def _compiled(io_double: bool):
 
 
 def _items(values, batch: int, dtype) -> list[torch.Tensor]:
-    return [torch.as_tensor(v).detach().to("cpu", dtype).reshape(-1).expand(batch).contiguous() for v in values]
+    return [_per_item(torch.as_tensor(v), batch, dtype) for v in values]
 
 
 def forward(peak: torch.Tensor, attack, release, rms_coef, detector_rms, threshold_db, ratio, knee_db, floor: float,
