@@ -1,7 +1,8 @@
 """Does dmst learn the style of an engineer who is not dmst?  The foreign-style benchmark.
 
-    python bench/quality.py [--space] [--stage all|mix|train|global|search|eval|diagnose|report] [--minutes 9]
-                            [--n-train 50] [--n-test 12] [--n-sung 4] [--fit-steps 80] [--work DIR]
+    python bench/quality.py [--space] [--stage all|mix|train|global|search|ceiling|eval|diagnose|report] [--minutes 9]
+                            [--epochs N] [--high-pass-slope auto] [--n-train 50] [--n-test 12] [--n-sung 4]
+                            [--fit-steps 120] [--work DIR]
 
 Without --space, issue 11's engineer (runs/foreign); with it, issue 12's (runs/foreign_space): the
 same chain and rules plus a split-band de-esser and a stereo delay and reverb on sends, mixes in
@@ -12,10 +13,13 @@ stereo with tails past the raw's end.
    engineer (bench/foreign.py): pedalboard's filters and JUCE compressor, an arctan
    saturation and a numpy BS.1770 loudness target, in its own order, adapted to each
    take by its own rules.  Nothing of dmst's DSP makes the targets.
-2. The default model is fine-tuned on the training pairs within a CPU time budget
-   (train.py --init default), and a single global setting is fitted (train.py --global).
+2. The default model is fine-tuned on the training pairs within a time budget (train.py --init
+   default; --epochs caps it, so the result need not depend on the machine's load), and a single
+   global setting is fitted (train.py --global).  Both choose the EQ's high-pass slope with
+   train.py --high-pass-slope auto (the benchmark is not told the foreign chain's 6 dB/oct).
 3. On the test songs, full length: raw input, the bundled default, --global, the
-   fine-tuned model, the per-song ceiling (dmst fit's optimiser, fit_params) and the
+   fine-tuned model, the per-song ceiling (dmst fit's optimiser, fit_params; the slope chosen per
+   song by a short fit at each, --stage ceiling runs these fits on their own) and the
    foreign chain's own best single setting (one fixed pedalboard setting, found by a
    coordinate search over its parameters on --n-search training songs with dmst's training loss).
 4. --stage diagnose: per-song fits of mixes made with pedalboard's compressor and with a
@@ -173,6 +177,21 @@ def fit_console(raw, mixed, sr, steps, frozen=(), start=None, lr=0.05):
     return params, best[0]
 
 
+def fit_ceiling(raw, mixed, sr, steps, slope="auto"):
+    """The per-song ceiling: ``dmst fit``'s optimiser (fit_params) at a high-pass slope.  ``slope`` "auto", as
+    train.py's: a short fit (a quarter of the steps) at each slope, then the whole fit at the one with the lowest
+    loss.  Returns (nested params, {slope: short-fit loss} or None)."""
+    from dmst import schema
+    from dmst.fit import fit_params
+
+    if slope != "auto":
+        return fit_params(raw, mixed, sr, steps=steps, high_pass_slope_db=None if slope is None else float(slope))[0], None
+    losses = {c: fit_params(raw, mixed, sr, steps=max(10, steps // 4), high_pass_slope_db=c)[1]
+              for c in schema.BY_KEY["eq.high_pass_slope_db"].choices}
+    chosen = min(losses, key=losses.get)
+    return fit_params(raw, mixed, sr, steps=steps, high_pass_slope_db=chosen)[0], {f"{k:g}": v for k, v in losses.items()}
+
+
 def render_params(raw, sr, params, length=None, channels=None):
     """The console's render of ``raw`` padded with silence to ``length`` (room for its tail), in ``channels``
     (2: a mono take becomes centred stereo with stereo returns, as a model trained on stereo mixes renders)."""
@@ -302,7 +321,8 @@ def swap_analysis(songs, truth):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--stage", default="all", choices=["all", "mix", "train", "global", "global_hi", "search", "eval", "diagnose", "report"])
+    p.add_argument("--stage", default="all", choices=["all", "mix", "train", "global", "global_hi", "search", "ceiling", "eval", "diagnose",
+                                                  "report"])
     p.add_argument("--voices", default=str(ROOT.parent / "shared" / "data" / "voices"))
     p.add_argument("--space", action="store_true", help="issue 12's engineer: the chain also de-esses and adds a "
                    "stereo delay and reverb (mixes stereo, with tails); without it issue 11's chain [runs/foreign_space]")
@@ -310,10 +330,17 @@ def main(argv=None):
     p.add_argument("--minutes", type=float, default=9.0, help="fine-tuning CPU budget")
     p.add_argument("--global-minutes", type=float, default=7.0, help="budget of --global at lr 3e-3")
     p.add_argument("--global-hi-minutes", type=float, default=6.0, help="budget of --global at lr 1e-2 (--stage global_hi)")
+    p.add_argument("--epochs", type=int, help="cap on the fine-tune's epochs (train.py --epochs; the learning rate then "
+                   "decays over them): a result that does not depend on the machine's load [none: the budget or the plateau]")
+    p.add_argument("--global-epochs", type=int, help="cap on each --global run's epochs [none]")
+    p.add_argument("--high-pass-slope", default="auto", choices=["6", "12", "18", "24", "auto"],
+                   help="train.py --high-pass-slope for the fine-tune and --global, and the ceiling's slope (auto: per "
+                   "song, a short fit at each) [auto]")
     p.add_argument("--n-train", type=int, default=50)
     p.add_argument("--n-test", type=int, default=12, help="held-out speech test songs (plus --n-sung sung takes)")
     p.add_argument("--n-sung", type=int, default=4)
-    p.add_argument("--fit-steps", type=int, default=80, help="optimiser steps per song for the ceiling and the diagnosis")
+    p.add_argument("--fit-steps", type=int, default=120, help="optimiser steps per song for the ceiling (dmst fit's "
+                   "default) and the diagnosis")
     p.add_argument("--n-diagnose", type=int, default=6, help="test songs for the per-song compressor fits")
     p.add_argument("--n-search", type=int, default=25, help="training songs the single-setting search scores")
     p.add_argument("--all-ceilings", action="store_true", help="with --space, also the ceiling from dmst fit's own "
@@ -328,7 +355,7 @@ def main(argv=None):
     stages = ({args.stage} if args.stage != "all" else
               # the space variant: issue 12's systems; issue 11's diagnosis (swaps, compressor fits) is of the dry chain
               {"mix", "train", "global", "search", "eval", "report"} if args.space else
-              {"mix", "train", "global", "global_hi", "search", "eval", "diagnose", "report"})
+              {"mix", "train", "global", "global_hi", "search", "ceiling", "eval", "diagnose", "report"})
 
     if "mix" in stages and not (work / "truth.json").exists():
         truth = {**write_pairs(train_files, work / "train", space=args.space),
@@ -337,24 +364,25 @@ def main(argv=None):
     truth = json.loads((work / "truth.json").read_text())
 
     common = ["--data", str(work / "train"), "--init", "default", "--crop-seconds", "3.0", "--batch-size", "8",
-              "--seed", str(args.seed), "--quiet"]
+              "--seed", str(args.seed), "--quiet", "--high-pass-slope", args.high_pass_slope]
+    cap = lambda n: ["--epochs", str(n)] if n else []  # noqa: E731
     if "train" in stages and not (work / "finetuned" / "model.pt").exists():
         import train
 
         t = time.monotonic()
-        train.main(common + ["--out", str(work / "finetuned"), "--epochs", "1000", "--time-budget", str(args.minutes), "--lr", "1e-3"])
+        train.main(common + ["--out", str(work / "finetuned"), *cap(args.epochs), "--time-budget", str(args.minutes), "--lr", "1e-3"])
         (work / "finetuned" / "wall_s.txt").write_text(f"{time.monotonic() - t:.0f}\n")
     if "global" in stages and not (work / "global" / "model.pt").exists():
         import train
 
         t = time.monotonic()
-        train.main(common + ["--out", str(work / "global"), "--global", "--epochs", "1000", "--time-budget",
+        train.main(common + ["--out", str(work / "global"), "--global", *cap(args.global_epochs), "--time-budget",
                              str(args.global_minutes), "--lr", "3e-3"])
         (work / "global" / "wall_s.txt").write_text(f"{time.monotonic() - t:.0f}\n")
     if "global_hi" in stages and not (work / "global_hi" / "model.pt").exists():
         import train
 
-        train.main(common + ["--out", str(work / "global_hi"), "--global", "--epochs", "1000", "--time-budget",
+        train.main(common + ["--out", str(work / "global_hi"), "--global", *cap(args.global_epochs), "--time-budget",
                              str(args.global_hi_minutes), "--lr", "1e-2"])
     if "search" in stages and not (work / "single_setting.json").exists():
         songs = [(f.stem, *load(work / "train", f.stem)) for f in train_files[: args.n_search]]
@@ -364,6 +392,19 @@ def main(argv=None):
             {"best": best, "train_loss": cost, "start_median": start, "evaluations": evals, "wall_s": time.monotonic() - t}, indent=1))
 
     test = [(f.stem, *load(work / "test", f.stem)) for f in test_files]
+    ceiling_file = work / "ceiling_settings.json"  # the ceiling's fits, apart: --stage ceiling can run beside training
+    if "ceiling" in stages and not args.space:
+        ceilings = json.loads(ceiling_file.read_text()) if ceiling_file.exists() else {}
+        for name, raw, mixed, sr in tqdm(test, desc="ceiling fits", file=sys.stderr):
+            if name not in ceilings:
+                t = time.monotonic()
+                raw_n = torch.nn.functional.pad(raw, (0, mixed.shape[-1] - raw.shape[-1]))
+                params, losses = fit_ceiling(raw_n, mixed, sr, args.fit_steps, args.high_pass_slope)
+                ceilings[name] = {"params": params, "slope_losses": losses, "fit_s": time.monotonic() - t,
+                                  "steps": args.fit_steps}
+                tmp = ceiling_file.with_suffix(".tmp")
+                tmp.write_text(json.dumps(ceilings, indent=1))
+                tmp.replace(ceiling_file)
     if "eval" in stages:
         from dmst.encoder import load_model
         from dmst.fit import fit_params
@@ -390,10 +431,14 @@ def main(argv=None):
                 params.setdefault(label, model.predict(raw, sr))
             y = foreign.render(raw.double().numpy(), sr, single, truth[name]["analysis"]["stage_db"])
             rows["foreign chain, best single setting"] = metrics(torch.from_numpy(y).float(), mixed, sr, raw)
+            ceilings = json.loads(ceiling_file.read_text()) if ceiling_file.exists() and not args.space else {}
+            if name in ceilings:
+                params["per-song ceiling (dmst fit)"] = ceilings[name]["params"]
             if (not args.space or args.all_ceilings) and "per-song ceiling (dmst fit)" not in params:
                 t = time.monotonic()
                 raw_n = torch.nn.functional.pad(raw, (0, n - raw.shape[-1]))
-                params["per-song ceiling (dmst fit)"] = fit_params(raw_n, mixed, sr, steps=args.fit_steps)[0]
+                params["per-song ceiling (dmst fit)"] = (fit_ceiling(raw_n, mixed, sr, args.fit_steps, args.high_pass_slope)[0]
+                                                         if not args.space else fit_params(raw_n, mixed, sr, steps=args.fit_steps)[0])
                 params.setdefault("_fit_s", []).append(time.monotonic() - t)
             if args.space and CEILING_START not in params:  # the sends start on, where they have a gradient
                 raw_n = torch.nn.functional.pad(raw, (0, n - raw.shape[-1]))
@@ -505,12 +550,24 @@ def report(work: Path, truth, test, args):
                 print(f"| {comp} | {label} | {m['mrstft']:.3f} | {m['micro_dynamics_error_db']:.2f} | {m['crest_factor_error_db']:.2f} | "
                       f"{fam[0]:.2f}, {fam[1]:.1f} ms, {fam[2]:.2f} |")
         result["fits"] = fits
-    for run in ("finetuned", "global"):
+    for run in ("finetuned", "global", "global_hi"):
         f = work / run / "metrics.json"
         if f.exists():
             epochs = json.loads(f.read_text())["epochs"]
             result[f"{run}_epochs"] = len(epochs)
             result[f"{run}_last_epoch"] = epochs[-1]
+            last = torch.load(work / run / "last.pt", map_location="cpu", weights_only=True)
+            result[f"{run}_high_pass_slope"] = last.get("high_pass_slope")
+            result[f"{run}_stop_reason"] = last.get("stop_reason")
+            print(f"{run}: {len(epochs)} epochs, {epochs[-1]['elapsed_s']:.0f} s, stopped: {last.get('stop_reason')}, "
+                  f"high-pass slope {last.get('high_pass_slope')}")
+    ceiling_file = work / "ceiling_settings.json"
+    if ceiling_file.exists():
+        ceilings = json.loads(ceiling_file.read_text())
+        slopes = [c["params"]["eq"]["high_pass_slope_db"] for c in ceilings.values()]
+        result["ceiling_slopes"] = {f"{k:g}": slopes.count(k) for k in sorted(set(slopes))}
+        result["ceiling_fit_s"] = float(np.mean([c["fit_s"] for c in ceilings.values()]))
+        print(f"ceiling slopes (dB/oct: songs): {result['ceiling_slopes']}; {result['ceiling_fit_s']:.0f} s a song")
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / ("quality_space.json" if args.space else "quality.json")).write_text(json.dumps(result, indent=2))
