@@ -192,6 +192,14 @@ def fit_ceiling(raw, mixed, sr, steps, slope="auto"):
     return fit_params(raw, mixed, sr, steps=steps, high_pass_slope_db=chosen)[0], {f"{k:g}": v for k, v in losses.items()}
 
 
+def read_ceilings(work: Path) -> dict:
+    """The ceiling's cached fits, from every ``--stage ceiling`` process's file."""
+    out = {}
+    for f in sorted(work.glob("ceiling_settings*.json")):
+        out.update(json.loads(f.read_text()))
+    return out
+
+
 def render_params(raw, sr, params, length=None, channels=None):
     """The console's render of ``raw`` padded with silence to ``length`` (room for its tail), in ``channels``
     (2: a mono take becomes centred stereo with stereo returns, as a model trained on stereo mixes renders)."""
@@ -341,6 +349,8 @@ def main(argv=None):
     p.add_argument("--n-sung", type=int, default=4)
     p.add_argument("--fit-steps", type=int, default=120, help="optimiser steps per song for the ceiling (dmst fit's "
                    "default) and the diagnosis")
+    p.add_argument("--ceiling-order", default="forward", choices=["forward", "reverse"],
+                   help="--stage ceiling: the order of the test songs (a second process, reverse, shares the work)")
     p.add_argument("--n-diagnose", type=int, default=6, help="test songs for the per-song compressor fits")
     p.add_argument("--n-search", type=int, default=25, help="training songs the single-setting search scores")
     p.add_argument("--all-ceilings", action="store_true", help="with --space, also the ceiling from dmst fit's own "
@@ -392,11 +402,21 @@ def main(argv=None):
             {"best": best, "train_loss": cost, "start_median": start, "evaluations": evals, "wall_s": time.monotonic() - t}, indent=1))
 
     test = [(f.stem, *load(work / "test", f.stem)) for f in test_files]
-    ceiling_file = work / "ceiling_settings.json"  # the ceiling's fits, apart: --stage ceiling can run beside training
+    # The ceiling's fits, apart: --stage ceiling can run beside training, and a second one with --ceiling-order
+    # reverse beside the first (each song is claimed by one, and each writes its own file; eval reads them all).
+    ceiling_file = work / ("ceiling_settings_reverse.json" if args.ceiling_order == "reverse" else "ceiling_settings.json")
     if "ceiling" in stages and not args.space:
         ceilings = json.loads(ceiling_file.read_text()) if ceiling_file.exists() else {}
-        for name, raw, mixed, sr in tqdm(test, desc="ceiling fits", file=sys.stderr):
-            if name not in ceilings:
+        claims = work / "ceiling_claims"
+        claims.mkdir(exist_ok=True)
+        for name, raw, mixed, sr in tqdm(test[::-1] if args.ceiling_order == "reverse" else test, desc="ceiling fits",
+                                         file=sys.stderr):
+            if name not in read_ceilings(work):
+                try:
+                    (claims / name).open("x").close()
+                except FileExistsError:
+                    if args.ceiling_order == "reverse":
+                        continue  # the other process has it
                 t = time.monotonic()
                 raw_n = torch.nn.functional.pad(raw, (0, mixed.shape[-1] - raw.shape[-1]))
                 params, losses = fit_ceiling(raw_n, mixed, sr, args.fit_steps, args.high_pass_slope)
@@ -431,7 +451,7 @@ def main(argv=None):
                 params.setdefault(label, model.predict(raw, sr))
             y = foreign.render(raw.double().numpy(), sr, single, truth[name]["analysis"]["stage_db"])
             rows["foreign chain, best single setting"] = metrics(torch.from_numpy(y).float(), mixed, sr, raw)
-            ceilings = json.loads(ceiling_file.read_text()) if ceiling_file.exists() and not args.space else {}
+            ceilings = read_ceilings(work) if not args.space else {}
             if name in ceilings:
                 params["per-song ceiling (dmst fit)"] = ceilings[name]["params"]
             if (not args.space or args.all_ceilings) and "per-song ceiling (dmst fit)" not in params:
@@ -561,9 +581,8 @@ def report(work: Path, truth, test, args):
             result[f"{run}_stop_reason"] = last.get("stop_reason")
             print(f"{run}: {len(epochs)} epochs, {epochs[-1]['elapsed_s']:.0f} s, stopped: {last.get('stop_reason')}, "
                   f"high-pass slope {last.get('high_pass_slope')}")
-    ceiling_file = work / "ceiling_settings.json"
-    if ceiling_file.exists():
-        ceilings = json.loads(ceiling_file.read_text())
+    ceilings = read_ceilings(work)
+    if ceilings:
         slopes = [c["params"]["eq"]["high_pass_slope_db"] for c in ceilings.values()]
         result["ceiling_slopes"] = {f"{k:g}": slopes.count(k) for k in sorted(set(slopes))}
         result["ceiling_fit_s"] = float(np.mean([c["fit_s"] for c in ceilings.values()]))
