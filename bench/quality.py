@@ -374,7 +374,10 @@ def main(argv=None):
     truth = json.loads((work / "truth.json").read_text())
 
     common = ["--data", str(work / "train"), "--init", "default", "--crop-seconds", "3.0", "--batch-size", "8",
-              "--seed", str(args.seed), "--quiet", "--high-pass-slope", args.high_pass_slope]
+              "--seed", str(args.seed), "--quiet", "--high-pass-slope", args.high_pass_slope,
+              # every file is its own utterance: the names' "fillets-ng-data-cs__" prefix is the package, not a song
+              # (with the default separator all 50 pairs were one song, and validation fell back to the training pairs)
+              "--song-separator", ""]
     cap = lambda n: ["--epochs", str(n)] if n else []  # noqa: E731
     if "train" in stages and not (work / "finetuned" / "model.pt").exists():
         import train
