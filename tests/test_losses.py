@@ -6,7 +6,7 @@ import torch
 
 from dmst.effects.eq import biquad, sosfilt_fft
 from dmst.effects.gain import integrated_loudness
-from dmst.losses import MixLoss, level_dynamics_loss, loudness_loss
+from dmst.losses import MixLoss, crest_envelope_db, crest_loss, level_dynamics_loss, loudness_loss
 
 SR = 44100
 
@@ -104,3 +104,35 @@ def test_mrstft_and_side_terms_match_auraloss_and_their_definition_with_their_gr
     assert values[0] == pytest.approx(values[1], rel=1e-5)
     assert values[0][1] > 0.1  # the side term is not trivially 0 here: the target is wide
     assert float((grads[0] - grads[1]).norm() / grads[1].norm()) < 1e-4
+
+
+def _sine(amplitude=0.5, hz=1000.0, seconds=1.0):
+    t = torch.arange(int(seconds * SR), dtype=torch.float64) / SR
+    return (amplitude * torch.sin(2 * math.pi * hz * t)).float().reshape(1, 1, -1)
+
+
+def test_local_crest_of_a_sine_is_3_db():
+    """A sine's peak is sqrt(2) times its RMS: 3.01 dB in every full 50 ms window (50 periods of 1 kHz)."""
+    crest, _ = crest_envelope_db(_sine(), SR)
+    assert crest[0, :-2] == pytest.approx(torch.full_like(crest[0, :-2], 20 * math.log10(math.sqrt(2))), abs=0.02)
+
+
+def test_crest_loss_ignores_a_gain_and_measures_a_clipped_peak():
+    x = _sine()
+    assert float(crest_loss(x * 10 ** (-7 / 20), x, SR)) == pytest.approx(0.0, abs=1e-3)  # the floors: 0.002 dB
+    # Clipped at half its amplitude: the crest factor, computed here with numpy on the same samples, falls.
+    clipped = x.clamp(-0.25, 0.25)
+    v = clipped[0, 0].double().numpy()
+    crest_clipped = 20 * math.log10(abs(v).max() / float((v ** 2).mean()) ** 0.5)
+    expected = (20 * math.log10(math.sqrt(2)) - crest_clipped) / 10
+    assert expected > 0.1  # the clipping is audible in the number
+    assert float(crest_loss(clipped, x, SR)) == pytest.approx(expected, abs=0.005)
+
+
+def test_mix_loss_has_a_crest_term_only_when_weighted():
+    x = _voice_like()
+    assert "crest" not in MixLoss(SR).terms(x, x, weighted_only=True)
+    loss = MixLoss(SR, crest_weight=1.0)
+    clipped = x.clamp(-0.02, 0.02)
+    assert float(loss.terms(clipped, x)["crest"]) > 0.05
+    assert float(loss(clipped, x)) > float(MixLoss(SR)(clipped, x))
