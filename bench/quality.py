@@ -57,6 +57,7 @@ import foreign  # noqa: E402
 
 PACKAGE = "fillets-ng-data-cs"
 EDGE = "fine-tuned, detector blends started at 0"
+LIMITER_M1 = "fine-tuned, limiter started at -1 dBTP"
 CEILING_MID = "per-song ceiling, blends started mid-range"
 CEILING_START = "per-song ceiling, started at TRAINING_START"
 FAMILY = ("compressor.detector_rms", "compressor.rms_window_ms", "compressor.linear_envelope")
@@ -443,7 +444,12 @@ def main(argv=None):
                   "fine-tuned": work / "finetuned" / "model.pt",
                   # an earlier run, kept if present: fine-tuned with the blends' rows started at 0, before
                   # schema.TRAINING_START (the same command and budget otherwise)
-                  EDGE: work / "finetuned_edge" / "model.pt"}
+                  EDGE: work / "finetuned_edge" / "model.pt",
+                  # kept if present: runs made before train.py started the limiter at the mixes' loudest peaks
+                  # (started at -1 dBTP), and one with the loss's crest term (train.CREST_WEIGHT 1)
+                  LIMITER_M1: work / "finetuned_limiter_m1" / "model.pt",
+                  "global setting, limiter started at -1 dBTP": work / "global_limiter_m1" / "model.pt",
+                  "fine-tuned, limiter at -1 dBTP, crest term": work / "finetuned_crest" / "model.pt"}
         models = {k: load_model(v) for k, v in models.items() if v == "default" or v.exists()}
         t_eval = time.monotonic()
         for name, raw, mixed, sr in tqdm(test, desc="evaluating", file=sys.stderr):

@@ -164,3 +164,39 @@ def test_a_fixed_slope_survives_the_model_file_and_is_what_the_model_predicts(tm
     g = encoder.default_logits.grad
     i = schema.KEYS.index("eq.high_pass_slope_db")
     assert g[i] == 0 and bool((torch.cat([g[:i], g[i + 1:]]) != 0).all())
+
+
+def test_the_limiter_starts_at_the_mixes_loudest_true_peaks(tmp_path, capsys):
+    """Mixes delivered with the limiter off, loud enough that some peak over 0 dBFS: the run starts its limiter at
+    the 95th percentile of their true peaks (here over 0 dBTP: off), recorded in the model; true peaks found here
+    with scipy's polyphase resampler (4x), independently of dmst's true-peak meter."""
+    import numpy as np
+    from scipy.signal import resample_poly
+
+    target = schema.default_dict()
+    target["limiter"]["ceiling_dbtp"] = 0.0  # off
+    target["output"]["loudness_lufs"] = -8.0
+    data = make_pairs(tmp_path / "data", target)
+    peaks = []
+    for f in sorted((data / "mixed").iterdir()):
+        y, _ = sf.read(f, always_2d=True)
+        peaks.append(20 * np.log10(np.abs(resample_poly(y[:, 0], 4, 1)).max()))
+    assert max(peaks) > 0.5  # the test means something: some peaks go over
+    out = tmp_path / "run"
+    assert train.main(["--data", str(data), "--out", str(out), "--epochs", "1", *FAST]) == 0
+    assert "limiter: starts at 0 dBTP" in capsys.readouterr().out
+    assert read_checkpoint(out / "model.pt")["meta"]["limiter_start_dbtp"] == 0.0
+    # The quantile itself, of dmst's true peaks, against scipy's (within what two true-peak meters differ by).
+    quieter = train.mixes_true_peak_dbtp([_Pair(f) for f in sorted((data / "mixed").iterdir())], 1)
+    assert quieter == pytest.approx(float(np.quantile(peaks, train.PEAK_QUANTILE)), abs=0.1)
+
+
+class _Pair:
+    """What mixes_true_peak_dbtp reads of an AlignedPair."""
+
+    def __init__(self, path):
+        y, self.sample_rate = sf.read(path, dtype="float32", always_2d=True)
+        self.mixed, self.name = torch.from_numpy(y.T.copy()), path.stem
+
+    def mix_layout_gain_db(self, channels):
+        return 0.0
