@@ -32,6 +32,9 @@ crest factor (dB), micro-dynamics (MLDR-style, dB); and dmst.metrics.space_metri
 MR-STFT, sibilance, tail (space) energy and stereo-width errors (dB).  Renders are compared as
 delivered: a mono render against a stereo mix as dual mono, a render without a tail silent after
 its end.  Writes bench/results/quality.json (quality_space.json with --space).
+Rows of earlier runs are reported when their folders are there (finetuned_limiter_m1, global_limiter_m1:
+before train.py started the limiter at the mixes' peaks; finetuned_crest: with the loss's crest term;
+finetuned_hp6: told the 6 dB/oct slope, a diagnosis).
 Single-threaded (torch and numba): on a shared 2-core machine numba's thread pool spins.
 """
 from __future__ import annotations
@@ -449,7 +452,9 @@ def main(argv=None):
                   # (started at -1 dBTP), and one with the loss's crest term (train.CREST_WEIGHT 1)
                   LIMITER_M1: work / "finetuned_limiter_m1" / "model.pt",
                   "global setting, limiter started at -1 dBTP": work / "global_limiter_m1" / "model.pt",
-                  "fine-tuned, limiter at -1 dBTP, crest term": work / "finetuned_crest" / "model.pt"}
+                  "fine-tuned, limiter at -1 dBTP, crest term": work / "finetuned_crest" / "model.pt",
+                  # a diagnosis, not the benchmark's system: the fine-tune told the foreign chain's slope (6 dB/oct)
+                  "fine-tuned, told the 6 dB/oct slope": work / "finetuned_hp6" / "model.pt"}
         models = {k: load_model(v) for k, v in models.items() if v == "default" or v.exists()}
         t_eval = time.monotonic()
         for name, raw, mixed, sr in tqdm(test, desc="evaluating", file=sys.stderr):
