@@ -87,14 +87,23 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
 
 
 def test_init_starts_from_the_given_model(tmp_path):
-    """--init default with a zero learning rate leaves the bundled model's weights untouched."""
+    """--init default with a zero learning rate leaves the bundled model's weights untouched, but for the limiter's
+    learned default, which a run starts at the mixes' loudest true peaks."""
     data = make_pairs(tmp_path / "data")
     out = tmp_path / "ft"
     assert train.main(["--data", str(data), "--out", str(out), "--epochs", "1", "--init", "default", *FAST[:-2], "--lr", "0"]) == 0
     bundled = load_model("default").encoder.state_dict()
     tuned = weights(out / "model.pt")
+    limiter = schema.KEYS.index(train.LIMITER)
     for k, v in bundled.items():
-        assert torch.equal(v, tuned[k]), k
+        if k == "default_logits":
+            others = torch.arange(len(v)) != limiter
+            assert torch.equal(v[others], tuned[k][others]), k
+        else:
+            assert torch.equal(v, tuned[k]), k
+    start = read_checkpoint(out / "model.pt")["meta"]["limiter_start_dbtp"]
+    p = schema.BY_KEY[train.LIMITER]
+    assert p.denormalize(torch.sigmoid(tuned["default_logits"][limiter])).item() == pytest.approx(start, abs=1e-3)
 
 
 def test_bad_data_folder_is_a_clear_error(tmp_path, capsys):
