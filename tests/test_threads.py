@@ -85,3 +85,44 @@ def test_partitioned_convolution_on_two_threads_equals_one_thread_and_scipy(two_
     for y in (two, one):
         assert np.linalg.norm(y[0].double().numpy() - want) / np.linalg.norm(want) < 1e-5
     assert torch.allclose(two, one, atol=1e-6)
+
+
+def test_true_peak_kernel_on_two_threads_equals_one_thread_and_torchaudio(two_threads):
+    """The limiter's fused true-peak loop (the 4x phases' largest magnitude, never stored) on two threads is the
+    same as on one, and equals torchaudio's 4x resampling of each channel, its magnitude's max over channels and phases."""
+    import torchaudio.functional as AF
+
+    from dmst.effects.resample import TRUE_PEAK_RESAMPLE, upsampled_peaks
+
+    rng = np.random.default_rng(4)
+    n = 300_001
+    x = torch.from_numpy((rng.standard_normal((2, n)) * np.array([[1.0], [0.5]])).astype(np.float32))
+    assert max(1, min(2, _fir.writable_length(n) // _fir.STEP // 64)) == 2  # two pieces
+    two = upsampled_peaks(x, 4, **TRUE_PEAK_RESAMPLE)
+    torch.set_num_threads(1)
+    one = upsampled_peaks(x, 4, **TRUE_PEAK_RESAMPLE)
+    assert torch.equal(two, one)
+    up = AF.resample(x.double(), 1, 4, **TRUE_PEAK_RESAMPLE)  # (2, 4 n), float64
+    want = up.reshape(2, n, 4).abs().amax(dim=(0, 2))
+    np.testing.assert_allclose(two.double().numpy(), want.numpy(), rtol=0, atol=1e-5)
+
+
+def test_compressor_blend_on_two_threads_equals_one_thread_and_the_blend_of_its_topologies(two_threads):
+    """A compressor with feedback and feed-forward on: its two recursions run side by side on two threads; the
+    gain is the same as on one thread, and is (1 - f) feed-forward + f feedback (each topology rendered alone)."""
+    from dmst.effects.compressor import compressor
+
+    x = torch.from_numpy(np.random.default_rng(5).standard_normal((2, 2, 50_000)).astype(np.float32) * 0.3)
+    kw = dict(threshold_db=-24.0, ratio=4.0, knee_db=6.0, attack_ms=5.0, release_ms=80.0, makeup_gain_db=3.0,
+              detector_rms=0.3, rms_window_ms=10.0, linear_envelope=0.4)
+    f = torch.tensor([0.3, 0.6])
+    with torch.no_grad():
+        y_two, g_two = compressor(x, 44100, feedback=f, return_gain=True, **kw)
+        torch.set_num_threads(1)
+        y_one, g_one = compressor(x, 44100, feedback=f, return_gain=True, **kw)
+        _, g_ff = compressor(x, 44100, feedback=0.0, return_gain=True, **kw)
+        _, g_fb = compressor(x, 44100, feedback=1.0, return_gain=True, **kw)
+    assert torch.equal(g_two, g_one) and torch.equal(y_two, y_one)
+    want = (1 - f[:, None]) * g_ff + f[:, None] * g_fb
+    assert float(g_two.min()) < -3.0  # it compresses
+    torch.testing.assert_close(g_two, want, rtol=0, atol=1e-5)
