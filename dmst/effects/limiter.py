@@ -26,7 +26,7 @@ import torch
 
 from ._dynamics import db_to_gain, hold_db, moving_average, sliding_max
 from ._path import per_item, render_path
-from .resample import TRUE_PEAK_RESAMPLE, upsample, upsample_phases
+from .resample import TRUE_PEAK_RESAMPLE, upsample, upsampled_peaks
 
 OVERSAMPLE = 4
 LOOKAHEAD_MS = 1.5
@@ -37,9 +37,8 @@ OFF_DBTP = 0.0  # a ceiling at or above this is no limiter (dmst.schema.LIMITER_
 def interval_peaks(x: torch.Tensor, render: bool) -> torch.Tensor:
     """(batch, channels, n) -> (batch, n): the largest magnitude of the 4x oversampled signal over [t, t + 1)."""
     batch, channels, n = x.shape
-    if render:
-        phases = upsample_phases(x.reshape(-1, n), OVERSAMPLE, **TRUE_PEAK_RESAMPLE)  # (rows, 4, n)
-        peaks = phases.abs_().amax(dim=1).reshape(batch, channels, n).to(x.dtype)
+    if render:  # the compiled loop: the same sums, their largest magnitude over phases and channels only
+        return torch.stack([upsampled_peaks(item, OVERSAMPLE, **TRUE_PEAK_RESAMPLE) for item in x]).to(x.dtype)
     else:
         peaks = upsample(x, OVERSAMPLE, **TRUE_PEAK_RESAMPLE).reshape(batch, channels, n, OVERSAMPLE).abs().amax(-1)
     return peaks.amax(dim=1)
