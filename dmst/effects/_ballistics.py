@@ -300,3 +300,109 @@ def family(peak: torch.Tensor, attack, release, rms_coef, detector_rms, linear_e
     out = torch.empty_like(x)
     _compiled_family(dtype == torch.float64)(x.data_ptr(), out.data_ptr(), batch, n, *(v.data_ptr() for v in args), float(floor))
     return out.to(device)
+
+
+def _build_lookahead_ir() -> str:
+    """LLVM IR of ``void lookahead_gain(float* peaks, float* out, i64 n, i64 w, double ceiling, double ceiling_lin,
+    double release, double* cur, double* suffix, double* history)``: the limiter's gain path
+    (:func:`dmst.effects.limiter.limiter`) in one pass, float64 state.
+
+    With ``p[t] = max(peaks[t], peaks[t - 1])`` (both intervals around sample t) and zeros outside ``[0, n)``::
+
+        need[t]  = min(0, ceiling - 20 log10 p[t])       (0, and no logarithm, where p[t] <= ceiling_lin)
+        ahead[i] = min need[i - w + 1 .. i]              i < n + w - 1 (the lookahead, on the w - 1 zeros padded in front)
+        held     = ahead if ahead < held else held (1 - release) + release ahead
+        out[i - w + 1] = mean held[i - w + 1 .. i]       (the moving average over the lookahead)
+
+    The window minimum is van Herk / Gil-Werman's: blocks of ``w``, the suffix minima of the block before
+    (``suffix``, from ``cur``) against the running prefix minimum.  ``cur``, ``suffix``, ``history``: ``w``
+    doubles each, zero on entry.
+    """
+    import llvmlite.ir as ir
+
+    f32, f64, i64 = ir.FloatType(), ir.DoubleType(), ir.IntType(64)
+    fp, dp = f32.as_pointer(), f64.as_pointer()
+    module = ir.Module(name="dmst_lookahead")
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [fp, fp, i64, i64, f64, f64, f64, dp, dp, dp]),
+                     name="lookahead_gain")
+    peaks, out, n, w, ceiling, ceiling_lin, release, cur, suffix, history = fn.args
+    log10 = module.declare_intrinsic("llvm.log10", [f64])
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    zero, one, twenty = ir.Constant(f64, 0.0), ir.Constant(f64, 1.0), ir.Constant(f64, 20.0)
+    i0, i1 = ir.Constant(i64, 0), ir.Constant(i64, 1)
+    keep = b.fsub(one, release)
+    total = b.sub(b.add(n, w), i1)
+    blocks = b.sdiv(b.sub(b.add(total, w), i1), w)
+    inv_w = b.fdiv(one, b.sitofp(w, f64))
+
+    def fmin(u, v):
+        return b.select(b.fcmp_ordered("<", u, v), u, v)
+
+    def peak_at(t):  # peaks[t] as float64, 0 outside [0, n)
+        inside = b.and_(b.icmp_signed(">=", t, i0), b.icmp_signed("<", t, n))
+        safe = b.select(inside, t, i0)
+        return b.select(inside, b.fpext(b.load(b.gep(peaks, [safe])), f64), zero)
+
+    def block(k, held, total_sum):
+        # The suffix minima of the block before: suffix[j] = min cur[j + 1 .. w - 1] (0 for j = w - 1).
+        def backward(m, s):
+            j = b.sub(b.sub(w, i1), m)
+            b.store(s, b.gep(suffix, [j]))
+            return [fmin(s, b.load(b.gep(cur, [j])))]
+
+        ir_loop(b, i0, w, [zero], backward)
+        start = b.mul(k, w)
+        stop = b.sub(b.select(b.icmp_signed("<", b.add(start, w), total), b.add(start, w), total), start)
+
+        def sample(j, prefix, held, total_sum):
+            i = b.add(start, j)
+            p = peak_at(i)
+            before = peak_at(b.sub(i, i1))
+            p = b.select(b.fcmp_ordered(">", before, p), before, p)
+            entry = b.block
+            with b.if_then(b.fcmp_ordered(">", p, ceiling_lin)):
+                over = fmin(b.fsub(ceiling, b.fmul(twenty, b.call(log10, [p]))), zero)
+                over_block = b.block
+            need = b.phi(f64)
+            need.add_incoming(zero, entry)
+            need.add_incoming(over, over_block)
+            b.store(need, b.gep(cur, [j]))
+            prefix = fmin(prefix, need)
+            ahead = fmin(prefix, b.load(b.gep(suffix, [j])))
+            released = b.fadd(b.fmul(held, keep), b.fmul(release, ahead))
+            held = b.select(b.fcmp_ordered("<", ahead, held), ahead, released)
+            slot = b.gep(history, [j])
+            total_sum = b.fadd(b.fsub(total_sum, b.load(slot)), held)
+            b.store(held, slot)
+            t = b.sub(b.add(i, i1), w)
+            with b.if_then(b.icmp_signed(">=", t, i0)):
+                b.store(b.fptrunc(b.fmul(total_sum, inv_w), f32), b.gep(out, [t]))
+            return [prefix, held, total_sum]
+
+        _, held, total_sum = ir_loop(b, i0, stop, [zero, held, total_sum], sample)
+        return [held, total_sum]
+
+    ir_loop(b, i0, blocks, [zero, zero], block)
+    b.ret_void()
+    return str(module)
+
+
+@functools.lru_cache(maxsize=1)
+def _compiled_lookahead():
+    p, i64, d = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
+    return compile_function(_build_lookahead_ir(), "lookahead_gain", [p, p, i64, i64, d, d, d, p, p, p])
+
+
+def lookahead_gain(peaks: torch.Tensor, ceiling_db: torch.Tensor, release: torch.Tensor, window: int) -> torch.Tensor:
+    """The true-peak limiter's gain in dB (batch, n), float32, from the interval peaks (batch, n) in one compiled pass
+    per item (:func:`_build_lookahead_ir`); ``ceiling_db`` and ``release`` (its one-pole coefficient): (batch,)."""
+    p = peaks.detach().to("cpu", torch.float32).contiguous()
+    batch, n = p.shape
+    out = torch.empty(batch, n, dtype=torch.float32)
+    kernel = _compiled_lookahead()
+    for i in range(batch):
+        c = float(ceiling_db[i])
+        scratch = torch.zeros(3, window, dtype=torch.float64)
+        kernel(p[i].data_ptr(), out[i].data_ptr(), n, window, c, 10 ** (c / 20), float(release[i]),
+               *(s.data_ptr() for s in scratch))
+    return out
