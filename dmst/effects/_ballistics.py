@@ -406,3 +406,115 @@ def lookahead_gain(peaks: torch.Tensor, ceiling_db: torch.Tensor, release: torch
         kernel(p[i].data_ptr(), out[i].data_ptr(), n, window, c, 10 ** (c / 20), float(release[i]),
                *(s.data_ptr() for s in scratch))
     return out
+
+
+def _build_detector_ir() -> str:
+    """LLVM IR of ``void detector_gain(float* x, i64 channels, i64 n, float* out, i64 w, double threshold_db,
+    double threshold_lin, double sign, double slope, double range_db, double attack, double release, float* cur,
+    float* suffix)``: the gate's and the de-esser's level detector, static curve and ballistics in one pass
+    (:mod:`dmst.effects.gate`, :mod:`dmst.effects.deesser`), float64 state.
+
+    For each sample ``t`` of one item (``x``: ``channels`` rows of ``n``)::
+
+        a     = max over channels |x[c, t]|;  s = max a[t - w + 1 .. t]      (the hold; w = 1: none)
+        over  = sign (20 log10 max(s, 1e-6) - threshold_db)                  (gate: sign -1, de-esser: +1)
+        f     = max(slope * over, -range_db) if over > 0 else 0              (the logarithm only then: s beyond
+                                                                              threshold_lin on over's side)
+        f' = sign f;  held, gain as in :func:`_build_ir` on f';  out[t] = sign gain
+
+    (the gate's ballistics run on the negated gain, so its "attack" is it opening).  The window maximum
+    is van Herk / Gil-Werman's, as in :func:`_build_lookahead_ir`; ``cur``, ``suffix``: ``w`` floats each, zero.
+    """
+    import llvmlite.ir as ir
+
+    f32, f64, i64 = ir.FloatType(), ir.DoubleType(), ir.IntType(64)
+    fp = f32.as_pointer()
+    module = ir.Module(name="dmst_detector")
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [fp, i64, i64, fp, i64] + [f64] * 7 + [fp, fp]),
+                     name="detector_gain")
+    x, channels, n, out, w, thr, thr_lin, sign, slope, range_db, attack, release, cur, suffix = fn.args
+    log10 = module.declare_intrinsic("llvm.log10", [f64])
+    fabs = module.declare_intrinsic("llvm.fabs", [f32])
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    zero, one, twenty = ir.Constant(f64, 0.0), ir.Constant(f64, 1.0), ir.Constant(f64, 20.0)
+    zero32, floor = ir.Constant(f32, 0.0), ir.Constant(f64, 1e-6)
+    i0, i1 = ir.Constant(i64, 0), ir.Constant(i64, 1)
+    keep_a, keep_r = b.fsub(one, attack), b.fsub(one, release)
+    below = b.fcmp_ordered("<", sign, zero)  # gate: the curve acts below the threshold
+    blocks = b.sdiv(b.sub(b.add(n, w), i1), w)
+
+    def fmax32(u, v):
+        return b.select(b.fcmp_ordered(">", u, v), u, v)
+
+    def block(k, held, gain):
+        def backward(m, s):  # suffix[j] = max cur[j + 1 .. w - 1] of the block before (0 for j = w - 1)
+            j = b.sub(b.sub(w, i1), m)
+            b.store(s, b.gep(suffix, [j]))
+            return [fmax32(s, b.load(b.gep(cur, [j])))]
+
+        ir_loop(b, i0, w, [zero32], backward)
+        start = b.mul(k, w)
+        stop = b.sub(b.select(b.icmp_signed("<", b.add(start, w), n), b.add(start, w), n), start)
+
+        def sample(j, prefix, held, gain):
+            t = b.add(start, j)
+
+            def channel(c, a):
+                return [fmax32(a, b.call(fabs, [b.load(b.gep(x, [b.add(b.mul(c, n), t)]))]))]
+
+            a, = ir_loop(b, i0, channels, [zero32], channel)
+            b.store(a, b.gep(cur, [j]))
+            prefix = fmax32(prefix, a)
+            s = b.fpext(fmax32(prefix, b.load(b.gep(suffix, [j]))), f64)
+            beyond = b.select(below, b.fcmp_ordered("<", s, thr_lin), b.fcmp_ordered(">", s, thr_lin))
+            entry = b.block
+            with b.if_then(beyond):
+                level = b.fmul(twenty, b.call(log10, [b.select(b.fcmp_ordered("<", s, floor), floor, s)]))
+                over = b.fmul(sign, b.fsub(level, thr))
+                curve = b.fmul(slope, over)
+                curve = b.select(b.fcmp_ordered("<", curve, b.fsub(zero, range_db)), b.fsub(zero, range_db), curve)
+                curve = b.select(b.fcmp_ordered(">", over, zero), curve, zero)
+                curve_block = b.block
+            f = b.phi(f64)
+            f.add_incoming(zero, entry)
+            f.add_incoming(curve, curve_block)
+            f = b.fmul(sign, f)
+            released = b.fadd(b.fmul(held, keep_r), b.fmul(release, f))
+            held = b.select(b.fcmp_ordered("<", f, held), f, released)
+            attacked = b.fadd(b.fmul(gain, keep_a), b.fmul(attack, held))
+            gain = b.select(b.fcmp_ordered("<", held, gain), attacked, held)
+            b.store(b.fptrunc(b.fmul(sign, gain), f32), b.gep(out, [t]))
+            return [prefix, held, gain]
+
+        _, held, gain = ir_loop(b, i0, stop, [zero32, held, gain], sample)
+        return [held, gain]
+
+    ir_loop(b, i0, blocks, [zero, zero], block)
+    b.ret_void()
+    return str(module)
+
+
+@functools.lru_cache(maxsize=1)
+def _compiled_detector():
+    p, i64, d = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
+    return compile_function(_build_detector_ir(), "detector_gain", [p, i64, i64, p, i64] + [d] * 7 + [p, p])
+
+
+def detector_gain(x: torch.Tensor, window: int, threshold_db, sign: float, slope, range_db, attack, release) -> torch.Tensor:
+    """Gain in dB (batch, n), float32, of a linked peak detector with a ``window``-sample hold, a hard-knee curve
+    acting on the ``sign`` side of ``threshold_db`` (-1: below, the gate; +1: above, the de-esser) with ``slope``
+    dB per dB, no lower than ``-range_db``, and the compressor's ballistics (mirrored for the gate), from float32
+    (batch, channels, n) ``x`` in one compiled pass per item (:func:`_build_detector_ir`).  Parameters: (batch,)
+    tensors or floats; ``attack`` and ``release`` are one-pole coefficients."""
+    x = x.detach().to("cpu", torch.float32).contiguous()
+    batch, channels, n = x.shape
+    out = torch.zeros(batch, n, dtype=torch.float32)
+    kernel = _compiled_detector()
+    values = [torch.as_tensor(v).detach().to("cpu", torch.float64).reshape(-1).expand(batch)
+              for v in (threshold_db, slope, range_db, attack, release)]
+    for i in range(batch):
+        thr, slope_i, range_i, a, r = (float(v[i]) for v in values)
+        scratch = torch.zeros(2, window, dtype=torch.float32)
+        kernel(x[i].data_ptr(), channels, n, out[i].data_ptr(), window, thr, 10 ** (thr / 20), float(sign), slope_i,
+               range_i, a, r, *(s.data_ptr() for s in scratch))
+    return out
