@@ -126,3 +126,22 @@ def test_compressor_blend_on_two_threads_equals_one_thread_and_the_blend_of_its_
     want = (1 - f[:, None]) * g_ff + f[:, None] * g_fb
     assert float(g_two.min()) < -3.0  # it compresses
     torch.testing.assert_close(g_two, want, rtol=0, atol=1e-5)
+
+
+def test_saturation_blocks_on_two_threads_equal_one_thread_and_the_training_path(two_threads):
+    """The saturation's oversampled blocks run side by side on the pool (their FIR loops then run inline in each
+    worker): the same as one thread bit for bit, and the differentiable path's curve (torchaudio's resampling and
+    torch's tanh in float64) to float32 rounding."""
+    import importlib
+
+    sat = importlib.import_module("dmst.effects.saturation")
+    n = sat.COMPILED_BLOCK_LENGTH + 200_000  # two blocks
+    x = torch.from_numpy(np.random.default_rng(6).standard_normal((1, 1, n)).astype(np.float32) * 0.3)
+    gain, bias = torch.full((1, 1, 1), 3.0), torch.full((1, 1, 1), 0.2)
+    with torch.no_grad():
+        two = sat.waveshape(x, gain, bias, render=True)
+        torch.set_num_threads(1)
+        one = sat.waveshape(x, gain, bias, render=True)
+        slow = sat.waveshape(x.double(), gain.double(), bias.double(), render=False)
+    assert torch.equal(two, one)
+    assert float((two.double() - slow).abs().max()) < 1e-5
