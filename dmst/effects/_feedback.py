@@ -66,12 +66,14 @@ def _build_ir(io_double: bool) -> str:
     (peak_in, out, batch, n, attack, release, rms_coef, rms_w, threshold, ratio, knee, floor, save,
      ms_out, t_out, over_out, peak_db_in) = fn.args
     log10 = module.declare_intrinsic("llvm.log10", [f64])
+    log = module.declare_intrinsic("llvm.log", [f64])
     exp = module.declare_intrinsic("llvm.exp", [f64])
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     zero, one, two = ir.Constant(f64, 0.0), ir.Constant(f64, 1.0), ir.Constant(f64, 2.0)
     ten, twenty, ln10_20 = ir.Constant(f64, 10.0), ir.Constant(f64, 20.0), ir.Constant(f64, LN10_20)
     floor2 = b.fmul(floor, floor)
     floor_db = b.fmul(twenty, b.call(log10, [floor]))
+    ten_ln10 = ir.Constant(f64, 10.0 / math.log(10.0))
     saving = b.icmp_signed("!=", save, ir.Constant(i64, 0))
 
     def load(pointer, index):
@@ -87,6 +89,8 @@ def _build_ir(io_double: bool) -> str:
         thr, width = load(threshold, i), load(knee, i)
         sigma = b.fsub(one, load(ratio, i))
         half = b.fdiv(width, two)
+        above_gain = b.fsub(one, sigma)  # the loop gain above the knee (u = 1)
+        a_above, r_above = b.fdiv(a, above_gain), b.fdiv(r, above_gain)
         row = b.mul(i, n)
         # The mean square (an exponential and a logarithm a sample) only where it counts or is saved.
         rms = b.or_(saving, b.fcmp_ordered("!=", w, zero))
@@ -99,7 +103,8 @@ def _build_ir(io_double: bool) -> str:
             with b.if_then(rms):
                 y = b.fmul(load(peak_in, index), b.call(exp, [b.fmul(g, ln10_20)]))
                 new_ms = b.fadd(b.fmul(ms, keep_c), b.fmul(c, b.fmul(y, y)))
-                rms_db = b.fmul(ten, b.call(log10, [fmax(new_ms, floor2)]))
+                # 10 log10 as (10 / ln 10) ln: libm's natural logarithm is the faster, and it is on the loop's path.
+                rms_db = b.fmul(ten_ln10, b.call(log, [fmax(new_ms, floor2)]))
                 rms_block = b.block
             ms_phi, rms_phi = b.phi(f64), b.phi(f64)
             ms_phi.add_incoming(ms, entry)
@@ -109,13 +114,25 @@ def _build_ir(io_double: bool) -> str:
             ms = ms_phi
             level = b.fadd(b.fmul(keep_w, peak_db), b.fmul(w, rms_phi))
             over = b.fsub(level, thr)
-            target = ir_soft_knee(b, over, sigma, width, half)
-            u = b.fdiv(b.fadd(over, half), width)
-            u = b.select(b.fcmp_ordered(">", over, half), one, u)
-            u = b.select(b.fcmp_ordered("<", over, b.fsub(zero, half)), zero, u)
-            loop_gain = b.fsub(one, b.fmul(sigma, u))
-            k = b.select(b.fcmp_ordered("<", target, g), a, r)
-            g = b.fadd(g, b.fmul(b.fdiv(k, loop_gain), b.fsub(target, g)))
+            # Outside the knee u is 0 or 1, so the target and k / L take values fixed per item (the same
+            # operations, computed once): the divisions run only inside the knee, off the usual path.
+            above = b.fcmp_ordered(">", over, half)
+            outside = b.or_(above, b.fcmp_ordered("<", over, b.fsub(zero, half)))
+            fixed_target = b.select(above, b.fmul(sigma, over), zero)
+            fixed_a, fixed_r = b.select(above, a_above, a), b.select(above, r_above, r)
+            entry = b.block
+            with b.if_then(b.not_(outside)):
+                knee_target = ir_soft_knee(b, over, sigma, width, half)
+                u = b.fdiv(b.fadd(over, half), width)
+                loop_gain = b.fsub(one, b.fmul(sigma, u))
+                knee_a, knee_r = b.fdiv(a, loop_gain), b.fdiv(r, loop_gain)
+                knee_block = b.block
+            target, k_a, k_r = b.phi(f64), b.phi(f64), b.phi(f64)
+            for phi, fixed, knee_value in ((target, fixed_target, knee_target), (k_a, fixed_a, knee_a), (k_r, fixed_r, knee_r)):
+                phi.add_incoming(fixed, entry)
+                phi.add_incoming(knee_value, knee_block)
+            k = b.select(b.fcmp_ordered("<", target, g), k_a, k_r)
+            g = b.fadd(g, b.fmul(k, b.fsub(target, g)))
             b.store(g if io_double else b.fptrunc(g, io), b.gep(out, [index]))
             with b.if_then(saving):
                 b.store(ms, b.gep(ms_out, [index]))
