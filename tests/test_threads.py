@@ -145,3 +145,23 @@ def test_saturation_blocks_on_two_threads_equal_one_thread_and_the_training_path
         slow = sat.waveshape(x.double(), gain.double(), bias.double(), render=False)
     assert torch.equal(two, one)
     assert float((two.double() - slow).abs().max()) < 1e-5
+
+
+def test_deesser_and_gate_on_two_threads_equal_one_thread(two_threads):
+    """The de-esser's sidechain and band split run side by side on the pool; the gate's detector on its own:
+    the same output as on one thread, bit for bit, and both act on this signal."""
+    from dmst.effects.deesser import deesser
+    from dmst.effects.gate import gate
+
+    rng = np.random.default_rng(7)
+    n = 300_000
+    env = np.repeat(10 ** (rng.uniform(-60, -10, 30) / 20), -(-n // 30))[:n]
+    x = torch.from_numpy((rng.standard_normal((1, 2, n)) * env).astype(np.float32))
+    kw = dict(frequency_hz=6000.0, threshold_db=-40.0, range_db=8.0, attack_ms=1.0, release_ms=50.0)
+    gw = dict(threshold_db=-35.0, ratio=4.0, range_db=20.0, attack_ms=2.0, release_ms=80.0)
+    with torch.no_grad():
+        (d_two, dg_two), (g_two, gg_two) = deesser(x, 44100, return_gain=True, **kw), gate(x, 44100, return_gain=True, **gw)
+        torch.set_num_threads(1)
+        (d_one, dg_one), (g_one, gg_one) = deesser(x, 44100, return_gain=True, **kw), gate(x, 44100, return_gain=True, **gw)
+    assert torch.equal(d_two, d_one) and torch.equal(g_two, g_one)
+    assert float(dg_two.min()) < -4.0 and float(gg_two.min()) < -10.0
