@@ -8,6 +8,12 @@ State is kept in float64 whatever the input dtype (as torchcomp's Numba kernel d
 for float32 input); the operations are the ones torchcomp's ``compressor_core`` runs,
 in the same order, and ``tests/test_compressor.py`` checks the two against each other
 and against a plain-Python loop.
+
+The other dynamics effects' render paths live here too, each a whole chain of steps in
+one pass so that no full-length temporary is written between them: the compressor's
+detector families (:func:`family`), the gate's and de-esser's detector with its curve and
+ballistics (:func:`detector_gain`) and the limiter's gain path (:func:`lookahead_gain`);
+``tests/test_gate.py`` and ``tests/test_limiter.py`` check the last two against numpy loops.
 """
 from __future__ import annotations
 
