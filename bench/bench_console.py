@@ -20,7 +20,8 @@ is its own.  Inside a child:
 "dmst, every stage on" (3-minute case; ``--all-stages-only`` runs just it) renders the
 setting of ``tests/test_console_v3.py`` with the limiter at -1 dBTP as ``dmst render``
 does: stereo out with the sends' tail, torch on one thread and the compiled loops and the
-sends' FFT blocks on the cores (``dmst.effects._llvm.use_cores_for_kernels``).  Target:
+sends' FFT blocks on the cores (``dmst.effects._llvm.use_cores_for_kernels``), freed memory
+kept for reuse (``dmst.cli._reuse_freed_memory``).  Target:
 at least 200x real time.
 
 dmst runs twice per case: with the libraries' default thread pools (torch intra-op
@@ -262,10 +263,12 @@ def _pedalboard_renderer(sample_rate: int):
 
 
 def child(impl: str, path: str, sample_rate: int, repeats: int, threads: int) -> dict:
-    if impl == "dmst-all":  # threads as dmst render sets them: torch on one, the compiled loops on the cores
+    if impl == "dmst-all":  # threads and memory as dmst render sets them: torch on one, the compiled loops on the cores
+        from dmst import cli
         from dmst.effects._llvm import use_cores_for_kernels
 
         use_cores_for_kernels(threads if threads > 0 else None)
+        cli._reuse_freed_memory()
     elif threads > 0:
         import torch
 

@@ -279,8 +279,8 @@ def true_peak_dbfs(audio, sample_rate: int) -> float:
     """
     import torch
 
-    # torchaudio's kernel as a compiled FIR (equal to float rounding)
-    from .effects.resample import TRUE_PEAK_RESAMPLE, upsample_phases
+    # torchaudio's kernel as a compiled FIR (equal to float rounding), only its largest magnitude kept
+    from .effects.resample import TRUE_PEAK_RESAMPLE, upsampled_peaks
 
     x = torch.as_tensor(np.asarray(audio, dtype=np.float32) if not hasattr(audio, "detach") else audio.detach())
     x = x.to(torch.float32).reshape(-1, x.shape[-1])
@@ -292,9 +292,9 @@ def true_peak_dbfs(audio, sample_rate: int) -> float:
         with torch.no_grad():
             for start in range(0, n, block):
                 lo = max(0, start - pad)
-                up = upsample_phases(x[:, lo: start + block + pad], factor, **TRUE_PEAK_RESAMPLE)
+                up = upsampled_peaks(x[:, lo: start + block + pad], factor, **TRUE_PEAK_RESAMPLE)
                 # Only this block's own samples: the cut edges of the padding ring.
-                keep = up[..., start - lo: start - lo + min(block, n - start)]
+                keep = up[start - lo: start - lo + min(block, n - start)]
                 peak = max(peak, float(keep.abs().max()))
     return 20 * math.log10(peak) if peak > 0 else float("-inf")
 

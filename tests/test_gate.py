@@ -136,3 +136,34 @@ def test_recovers_known_settings_by_gradient_descent():
                            fixed=dict(attack_ms=2.0, release_ms=80.0), scales=dict(threshold_db=10.0, ratio=1.0, range_db=10.0),
                            loss=loss, steps=60, lr=0.1)
     assert last < 0.1 * first, (first, last, got)
+
+
+def _detector_reference(x, window, threshold_db, sign, slope, range_db, attack, release):
+    """The gate's / de-esser's detection as plain numpy loops in float64: linked peak, the hold's maximum over the
+    last ``window`` samples, the hard-knee curve on the ``sign`` side of the threshold, the (mirrored) ballistics."""
+    a = np.abs(x).max(axis=0)
+    s = np.array([a[max(0, t - window + 1): t + 1].max() for t in range(a.size)])
+    over = sign * (20 * np.log10(np.maximum(s, 1e-6)) - threshold_db)
+    target = np.where(over > 0, np.maximum(slope * over, -range_db), 0.0)
+    out, held, gain = np.empty_like(target), 0.0, 0.0
+    for t, f in enumerate(sign * target):
+        held = f if f < held else held * (1 - release) + release * f
+        gain = gain * (1 - attack) + attack * held if held < gain else held
+        out[t] = sign * gain
+    return out
+
+
+@pytest.mark.parametrize("window, sign, slope", [(441, -1.0, -3.0), (1, 1.0, -1.0), (7, 1.0, -1.0), (1500, -1.0, -19.0)])
+def test_compiled_detector_equals_a_plain_loop(window, sign, slope):
+    """The render path's one-pass detector (gate: below the threshold, with a hold; de-esser: above it) against
+    plain numpy loops, on two channels of bursts and pauses, with lengths that are not whole hold blocks."""
+    from dmst.effects._ballistics import detector_gain
+
+    rng = np.random.default_rng(window)
+    n = 12_345
+    env = np.repeat(10 ** (rng.uniform(-70, -5, 12) / 20), -(-n // 12))[:n]
+    x = (rng.standard_normal((2, n)) * env * np.array([[1.0], [0.3]])).astype(np.float32)
+    got = detector_gain(torch.from_numpy(x)[None], window, -35.0, sign, slope, 18.0, 0.05, 0.01)[0].double().numpy()
+    want = _detector_reference(x.astype(np.float64), window, -35.0, sign, slope, 18.0, 0.05, 0.01)
+    assert want.min() < -10.0  # it acts
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)

@@ -145,3 +145,34 @@ def test_recovers_known_settings_by_gradient_descent():
     first, last, got = fit(limiter, x, fs, target, start=dict(ceiling_dbtp=-1.0), fixed=dict(release_ms=40.0),
                            scales=dict(ceiling_dbtp=1.0), loss=lambda y, t: (y - t).pow(2).mean(), steps=40, lr=0.2)
     assert last < 0.1 * first, (first, last, got)
+
+
+def _gain_path_reference(peaks, ceiling_db, release, window):
+    """The limiter's gain path (module docstring, steps 2-3) as plain numpy loops in float64: both intervals
+    around each sample, the gain each needs, the minimum over the lookahead, the hold, the moving average."""
+    n = peaks.size
+    p = np.maximum(peaks, np.concatenate([[0.0], peaks[:-1]]))
+    need = np.minimum(0.0, ceiling_db - 20 * np.log10(np.maximum(p, 1e-9)))
+    padded = np.concatenate([np.zeros(window - 1), need])
+    ahead = np.array([padded[i: i + window].min() for i in range(padded.size)])
+    held, h = np.empty_like(ahead), 0.0
+    for i, f in enumerate(ahead):
+        h = f if f < h else h * (1 - release) + release * f
+        held[i] = h
+    return np.array([held[t: t + window].mean() for t in range(n)])
+
+
+@pytest.mark.parametrize("n, window", [(5000, 66), (5003, 7), (40, 66), (3000, 1), (1000, 2)])
+def test_compiled_gain_path_equals_a_plain_loop(n, window):
+    """The render path's one-pass gain (lookahead minimum by blocks, hold, running mean) against plain numpy loops,
+    with lengths that are not whole blocks and a lookahead longer than the signal."""
+    from dmst.effects._ballistics import lookahead_gain
+
+    rng = np.random.default_rng(n + window)
+    peaks = np.abs(rng.standard_normal(n)) * 0.5
+    peaks[rng.random(n) < 0.02] *= 6.0  # sparse overs
+    got = lookahead_gain(torch.tensor(peaks[None], dtype=torch.float32), torch.tensor([-3.0], dtype=torch.float64),
+                         torch.tensor([0.01], dtype=torch.float64), window)[0].double().numpy()
+    want = _gain_path_reference(peaks.astype(np.float32).astype(np.float64), -3.0, 0.01, window)
+    assert want.min() < -6.0  # it limits
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)

@@ -8,11 +8,18 @@ State is kept in float64 whatever the input dtype (as torchcomp's Numba kernel d
 for float32 input); the operations are the ones torchcomp's ``compressor_core`` runs,
 in the same order, and ``tests/test_compressor.py`` checks the two against each other
 and against a plain-Python loop.
+
+The other dynamics effects' render paths live here too, each a whole chain of steps in
+one pass so that no full-length temporary is written between them: the compressor's
+detector families (:func:`family`), the gate's and de-esser's detector with its curve and
+ballistics (:func:`detector_gain`) and the limiter's gain path (:func:`lookahead_gain`);
+``tests/test_gate.py`` and ``tests/test_limiter.py`` check the last two against numpy loops.
 """
 from __future__ import annotations
 
 import ctypes
 import functools
+import math
 
 import torch
 
@@ -223,11 +230,12 @@ def _build_family_ir(io_double: bool) -> str:
     module = ir.Module(name="dmst_family")
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ptr, ptr, i64, i64] + [ptr] * 8 + [f64]), name="family")
     peak_in, out, batch, n, attack, release, rms_coef, rms_w, lin_m, threshold, ratio, knee, floor = fn.args
-    log10 = module.declare_intrinsic("llvm.log10", [f64])
+    log = module.declare_intrinsic("llvm.log", [f64])
     exp = module.declare_intrinsic("llvm.exp", [f64])
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     zero, one, two = ir.Constant(f64, 0.0), ir.Constant(f64, 1.0), ir.Constant(f64, 2.0)
-    ten, twenty, ln10_20 = ir.Constant(f64, 10.0), ir.Constant(f64, 20.0), ir.Constant(f64, 2.302585092994046 / 20)
+    ten_ln10, twenty_ln10 = ir.Constant(f64, 10.0 / math.log(10.0)), ir.Constant(f64, 20.0 / math.log(10.0))
+    ln10_20 = ir.Constant(f64, 2.302585092994046 / 20)
     floor2 = b.fmul(floor, floor)
 
     def load(pointer, index):
@@ -253,8 +261,9 @@ def _build_family_ir(io_double: bool) -> str:
             index = b.add(row, t)
             p = load(peak_in, index)
             ms = b.fadd(b.fmul(ms, keep_c), b.fmul(c, b.fmul(p, p)))
-            peak_db = b.fmul(twenty, b.call(log10, [fmax(p, floor)]))
-            rms_db = b.fmul(ten, b.call(log10, [fmax(ms, floor2)]))
+            # 20 log10 and 10 log10 as multiples of libm's natural logarithm, the faster of the two.
+            peak_db = b.fmul(twenty_ln10, b.call(log, [fmax(p, floor)]))
+            rms_db = b.fmul(ten_ln10, b.call(log, [fmax(ms, floor2)]))
             level = b.fadd(b.fmul(keep_w, peak_db), b.fmul(w, rms_db))
             f = curve(level)
             released = b.fadd(b.fmul(held, keep_r), b.fmul(r, f))
@@ -264,7 +273,7 @@ def _build_family_ir(io_double: bool) -> str:
             d = b.call(exp, [b.fmul(level, ln10_20)])
             k = b.select(b.fcmp_ordered(">", d, env), a, r)
             env = b.fadd(b.fmul(env, b.fsub(one, k)), b.fmul(k, d))
-            linear_gain = curve(b.fmul(twenty, b.call(log10, [fmax(env, floor)])))
+            linear_gain = curve(b.fmul(twenty_ln10, b.call(log, [fmax(env, floor)])))
             g = b.fadd(b.fmul(keep_m, gain), b.fmul(m, linear_gain))
             b.store(g if io_double else b.fptrunc(g, io), b.gep(out, [index]))
             return [ms, held, gain, env]
@@ -300,3 +309,221 @@ def family(peak: torch.Tensor, attack, release, rms_coef, detector_rms, linear_e
     out = torch.empty_like(x)
     _compiled_family(dtype == torch.float64)(x.data_ptr(), out.data_ptr(), batch, n, *(v.data_ptr() for v in args), float(floor))
     return out.to(device)
+
+
+def _build_lookahead_ir() -> str:
+    """LLVM IR of ``void lookahead_gain(float* peaks, float* out, i64 n, i64 w, double ceiling, double ceiling_lin,
+    double release, double* cur, double* suffix, double* history)``: the limiter's gain path
+    (:func:`dmst.effects.limiter.limiter`) in one pass, float64 state.
+
+    With ``p[t] = max(peaks[t], peaks[t - 1])`` (both intervals around sample t) and zeros outside ``[0, n)``::
+
+        need[t]  = min(0, ceiling - 20 log10 p[t])       (0, and no logarithm, where p[t] <= ceiling_lin)
+        ahead[i] = min need[i - w + 1 .. i]              i < n + w - 1 (the lookahead, on the w - 1 zeros padded in front)
+        held     = ahead if ahead < held else held (1 - release) + release ahead
+        out[i - w + 1] = mean held[i - w + 1 .. i]       (the moving average over the lookahead)
+
+    The window minimum is van Herk / Gil-Werman's: blocks of ``w``, the suffix minima of the block before
+    (``suffix``, from ``cur``) against the running prefix minimum.  ``cur``, ``suffix``, ``history``: ``w``
+    doubles each, zero on entry.
+    """
+    import llvmlite.ir as ir
+
+    f32, f64, i64 = ir.FloatType(), ir.DoubleType(), ir.IntType(64)
+    fp, dp = f32.as_pointer(), f64.as_pointer()
+    module = ir.Module(name="dmst_lookahead")
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [fp, fp, i64, i64, f64, f64, f64, dp, dp, dp]),
+                     name="lookahead_gain")
+    peaks, out, n, w, ceiling, ceiling_lin, release, cur, suffix, history = fn.args
+    log10 = module.declare_intrinsic("llvm.log10", [f64])
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    zero, one, twenty = ir.Constant(f64, 0.0), ir.Constant(f64, 1.0), ir.Constant(f64, 20.0)
+    i0, i1 = ir.Constant(i64, 0), ir.Constant(i64, 1)
+    keep = b.fsub(one, release)
+    total = b.sub(b.add(n, w), i1)
+    blocks = b.sdiv(b.sub(b.add(total, w), i1), w)
+    inv_w = b.fdiv(one, b.sitofp(w, f64))
+
+    def fmin(u, v):
+        return b.select(b.fcmp_ordered("<", u, v), u, v)
+
+    def peak_at(t):  # peaks[t] as float64, 0 outside [0, n)
+        inside = b.and_(b.icmp_signed(">=", t, i0), b.icmp_signed("<", t, n))
+        safe = b.select(inside, t, i0)
+        return b.select(inside, b.fpext(b.load(b.gep(peaks, [safe])), f64), zero)
+
+    def block(k, held, total_sum):
+        # The suffix minima of the block before: suffix[j] = min cur[j + 1 .. w - 1] (0 for j = w - 1).
+        def backward(m, s):
+            j = b.sub(b.sub(w, i1), m)
+            b.store(s, b.gep(suffix, [j]))
+            return [fmin(s, b.load(b.gep(cur, [j])))]
+
+        ir_loop(b, i0, w, [zero], backward)
+        start = b.mul(k, w)
+        stop = b.sub(b.select(b.icmp_signed("<", b.add(start, w), total), b.add(start, w), total), start)
+
+        def sample(j, prefix, held, total_sum):
+            i = b.add(start, j)
+            p = peak_at(i)
+            before = peak_at(b.sub(i, i1))
+            p = b.select(b.fcmp_ordered(">", before, p), before, p)
+            entry = b.block
+            with b.if_then(b.fcmp_ordered(">", p, ceiling_lin)):
+                over = fmin(b.fsub(ceiling, b.fmul(twenty, b.call(log10, [p]))), zero)
+                over_block = b.block
+            need = b.phi(f64)
+            need.add_incoming(zero, entry)
+            need.add_incoming(over, over_block)
+            b.store(need, b.gep(cur, [j]))
+            prefix = fmin(prefix, need)
+            ahead = fmin(prefix, b.load(b.gep(suffix, [j])))
+            released = b.fadd(b.fmul(held, keep), b.fmul(release, ahead))
+            held = b.select(b.fcmp_ordered("<", ahead, held), ahead, released)
+            slot = b.gep(history, [j])
+            total_sum = b.fadd(b.fsub(total_sum, b.load(slot)), held)
+            b.store(held, slot)
+            t = b.sub(b.add(i, i1), w)
+            with b.if_then(b.icmp_signed(">=", t, i0)):
+                b.store(b.fptrunc(b.fmul(total_sum, inv_w), f32), b.gep(out, [t]))
+            return [prefix, held, total_sum]
+
+        _, held, total_sum = ir_loop(b, i0, stop, [zero, held, total_sum], sample)
+        return [held, total_sum]
+
+    ir_loop(b, i0, blocks, [zero, zero], block)
+    b.ret_void()
+    return str(module)
+
+
+@functools.lru_cache(maxsize=1)
+def _compiled_lookahead():
+    p, i64, d = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
+    return compile_function(_build_lookahead_ir(), "lookahead_gain", [p, p, i64, i64, d, d, d, p, p, p])
+
+
+def lookahead_gain(peaks: torch.Tensor, ceiling_db: torch.Tensor, release: torch.Tensor, window: int) -> torch.Tensor:
+    """The true-peak limiter's gain in dB (batch, n), float32, from the interval peaks (batch, n) in one compiled pass
+    per item (:func:`_build_lookahead_ir`); ``ceiling_db`` and ``release`` (its one-pole coefficient): (batch,)."""
+    p = peaks.detach().to("cpu", torch.float32).contiguous()
+    batch, n = p.shape
+    out = torch.empty(batch, n, dtype=torch.float32)
+    kernel = _compiled_lookahead()
+    for i in range(batch):
+        c = float(ceiling_db[i])
+        scratch = torch.zeros(3, window, dtype=torch.float64)
+        kernel(p[i].data_ptr(), out[i].data_ptr(), n, window, c, 10 ** (c / 20), float(release[i]),
+               *(s.data_ptr() for s in scratch))
+    return out
+
+
+def _build_detector_ir() -> str:
+    """LLVM IR of ``void detector_gain(float* x, i64 channels, i64 n, float* out, i64 w, double threshold_db,
+    double threshold_lin, double sign, double slope, double range_db, double attack, double release, float* cur,
+    float* suffix)``: the gate's and the de-esser's level detector, static curve and ballistics in one pass
+    (:mod:`dmst.effects.gate`, :mod:`dmst.effects.deesser`), float64 state.
+
+    For each sample ``t`` of one item (``x``: ``channels`` rows of ``n``)::
+
+        a     = max over channels |x[c, t]|;  s = max a[t - w + 1 .. t]      (the hold; w = 1: none)
+        over  = sign (20 log10 max(s, 1e-6) - threshold_db)                  (gate: sign -1, de-esser: +1)
+        f     = max(slope * over, -range_db) if over > 0 else 0              (the logarithm only then: s beyond
+                                                                              threshold_lin on over's side)
+        f' = sign f;  held, gain as in :func:`_build_ir` on f';  out[t] = sign gain
+
+    (the gate's ballistics run on the negated gain, so its "attack" is it opening).  The window maximum
+    is van Herk / Gil-Werman's, as in :func:`_build_lookahead_ir`; ``cur``, ``suffix``: ``w`` floats each, zero.
+    """
+    import llvmlite.ir as ir
+
+    f32, f64, i64 = ir.FloatType(), ir.DoubleType(), ir.IntType(64)
+    fp = f32.as_pointer()
+    module = ir.Module(name="dmst_detector")
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [fp, i64, i64, fp, i64] + [f64] * 7 + [fp, fp]),
+                     name="detector_gain")
+    x, channels, n, out, w, thr, thr_lin, sign, slope, range_db, attack, release, cur, suffix = fn.args
+    log10 = module.declare_intrinsic("llvm.log10", [f64])
+    fabs = module.declare_intrinsic("llvm.fabs", [f32])
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    zero, one, twenty = ir.Constant(f64, 0.0), ir.Constant(f64, 1.0), ir.Constant(f64, 20.0)
+    zero32, floor = ir.Constant(f32, 0.0), ir.Constant(f64, 1e-6)
+    i0, i1 = ir.Constant(i64, 0), ir.Constant(i64, 1)
+    keep_a, keep_r = b.fsub(one, attack), b.fsub(one, release)
+    below = b.fcmp_ordered("<", sign, zero)  # gate: the curve acts below the threshold
+    blocks = b.sdiv(b.sub(b.add(n, w), i1), w)
+
+    def fmax32(u, v):
+        return b.select(b.fcmp_ordered(">", u, v), u, v)
+
+    def block(k, held, gain):
+        def backward(m, s):  # suffix[j] = max cur[j + 1 .. w - 1] of the block before (0 for j = w - 1)
+            j = b.sub(b.sub(w, i1), m)
+            b.store(s, b.gep(suffix, [j]))
+            return [fmax32(s, b.load(b.gep(cur, [j])))]
+
+        ir_loop(b, i0, w, [zero32], backward)
+        start = b.mul(k, w)
+        stop = b.sub(b.select(b.icmp_signed("<", b.add(start, w), n), b.add(start, w), n), start)
+
+        def sample(j, prefix, held, gain):
+            t = b.add(start, j)
+
+            def channel(c, a):
+                return [fmax32(a, b.call(fabs, [b.load(b.gep(x, [b.add(b.mul(c, n), t)]))]))]
+
+            a, = ir_loop(b, i0, channels, [zero32], channel)
+            b.store(a, b.gep(cur, [j]))
+            prefix = fmax32(prefix, a)
+            s = b.fpext(fmax32(prefix, b.load(b.gep(suffix, [j]))), f64)
+            beyond = b.select(below, b.fcmp_ordered("<", s, thr_lin), b.fcmp_ordered(">", s, thr_lin))
+            entry = b.block
+            with b.if_then(beyond):
+                level = b.fmul(twenty, b.call(log10, [b.select(b.fcmp_ordered("<", s, floor), floor, s)]))
+                over = b.fmul(sign, b.fsub(level, thr))
+                curve = b.fmul(slope, over)
+                curve = b.select(b.fcmp_ordered("<", curve, b.fsub(zero, range_db)), b.fsub(zero, range_db), curve)
+                curve = b.select(b.fcmp_ordered(">", over, zero), curve, zero)
+                curve_block = b.block
+            f = b.phi(f64)
+            f.add_incoming(zero, entry)
+            f.add_incoming(curve, curve_block)
+            f = b.fmul(sign, f)
+            released = b.fadd(b.fmul(held, keep_r), b.fmul(release, f))
+            held = b.select(b.fcmp_ordered("<", f, held), f, released)
+            attacked = b.fadd(b.fmul(gain, keep_a), b.fmul(attack, held))
+            gain = b.select(b.fcmp_ordered("<", held, gain), attacked, held)
+            b.store(b.fptrunc(b.fmul(sign, gain), f32), b.gep(out, [t]))
+            return [prefix, held, gain]
+
+        _, held, gain = ir_loop(b, i0, stop, [zero32, held, gain], sample)
+        return [held, gain]
+
+    ir_loop(b, i0, blocks, [zero, zero], block)
+    b.ret_void()
+    return str(module)
+
+
+@functools.lru_cache(maxsize=1)
+def _compiled_detector():
+    p, i64, d = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
+    return compile_function(_build_detector_ir(), "detector_gain", [p, i64, i64, p, i64] + [d] * 7 + [p, p])
+
+
+def detector_gain(x: torch.Tensor, window: int, threshold_db, sign: float, slope, range_db, attack, release) -> torch.Tensor:
+    """Gain in dB (batch, n), float32, of a linked peak detector with a ``window``-sample hold, a hard-knee curve
+    acting on the ``sign`` side of ``threshold_db`` (-1: below, the gate; +1: above, the de-esser) with ``slope``
+    dB per dB, no lower than ``-range_db``, and the compressor's ballistics (mirrored for the gate), from float32
+    (batch, channels, n) ``x`` in one compiled pass per item (:func:`_build_detector_ir`).  Parameters: (batch,)
+    tensors or floats; ``attack`` and ``release`` are one-pole coefficients."""
+    x = x.detach().to("cpu", torch.float32).contiguous()
+    batch, channels, n = x.shape
+    out = torch.zeros(batch, n, dtype=torch.float32)
+    kernel = _compiled_detector()
+    values = [torch.as_tensor(v).detach().to("cpu", torch.float64).reshape(-1).expand(batch)
+              for v in (threshold_db, slope, range_db, attack, release)]
+    for i in range(batch):
+        thr, slope_i, range_i, a, r = (float(v[i]) for v in values)
+        scratch = torch.zeros(2, window, dtype=torch.float32)
+        kernel(x[i].data_ptr(), channels, n, out[i].data_ptr(), window, thr, 10 ** (thr / 20), float(sign), slope_i,
+               range_i, a, r, *(s.data_ptr() for s in scratch))
+    return out

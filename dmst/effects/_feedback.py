@@ -50,24 +50,30 @@ LN10_20 = math.log(10) / 20
 def _build_ir(io_double: bool) -> str:
     """LLVM IR of ``void feedback(T* peak, T* out, i64 batch, i64 n, T* attack, T* release, T* rms_coef,
     T* detector_rms, T* threshold, T* ratio, T* knee, double floor, i64 save, double* ms_out, double* t_out,
-    double* over_out)``: the recursion of the module docstring; with ``save`` != 0 it also stores ``ms``,
-    ``t`` and ``over`` of every sample (float64) for the adjoint."""
+    double* over_out, T* peak_db)``: the recursion of the module docstring; with ``save`` != 0 it also stores ``ms``,
+    ``t`` and ``over`` of every sample (float64) for the adjoint.  ``peak_db`` is ``20 log10 peak``: the output's
+    peak level is then ``max(peak_db + g, 20 log10 floor)``, and with ``detector_rms`` 0 (and nothing saved) the
+    loop skips the mean square and has no exponential or logarithm at all."""
     import llvmlite.ir as ir
 
     io = ir.DoubleType() if io_double else ir.FloatType()
     f64, i64 = ir.DoubleType(), ir.IntType(64)
     ptr, dptr = io.as_pointer(), f64.as_pointer()
     module = ir.Module(name="dmst_feedback")
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ptr, ptr, i64, i64] + [ptr] * 7 + [f64, i64, dptr, dptr, dptr]),
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ptr, ptr, i64, i64] + [ptr] * 7 + [f64, i64, dptr, dptr, dptr,
+                                                                                                ptr]),
                      name="feedback")
     (peak_in, out, batch, n, attack, release, rms_coef, rms_w, threshold, ratio, knee, floor, save,
-     ms_out, t_out, over_out) = fn.args
+     ms_out, t_out, over_out, peak_db_in) = fn.args
     log10 = module.declare_intrinsic("llvm.log10", [f64])
+    log = module.declare_intrinsic("llvm.log", [f64])
     exp = module.declare_intrinsic("llvm.exp", [f64])
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     zero, one, two = ir.Constant(f64, 0.0), ir.Constant(f64, 1.0), ir.Constant(f64, 2.0)
     ten, twenty, ln10_20 = ir.Constant(f64, 10.0), ir.Constant(f64, 20.0), ir.Constant(f64, LN10_20)
     floor2 = b.fmul(floor, floor)
+    floor_db = b.fmul(twenty, b.call(log10, [floor]))
+    ten_ln10 = ir.Constant(f64, 10.0 / math.log(10.0))
     saving = b.icmp_signed("!=", save, ir.Constant(i64, 0))
 
     def load(pointer, index):
@@ -83,22 +89,50 @@ def _build_ir(io_double: bool) -> str:
         thr, width = load(threshold, i), load(knee, i)
         sigma = b.fsub(one, load(ratio, i))
         half = b.fdiv(width, two)
+        above_gain = b.fsub(one, sigma)  # the loop gain above the knee (u = 1)
+        a_above, r_above = b.fdiv(a, above_gain), b.fdiv(r, above_gain)
         row = b.mul(i, n)
+        # The mean square (an exponential and a logarithm a sample) only where it counts or is saved.
+        rms = b.or_(saving, b.fcmp_ordered("!=", w, zero))
 
         def sample(t, ms, g):
             index = b.add(row, t)
-            y = b.fmul(load(peak_in, index), b.call(exp, [b.fmul(g, ln10_20)]))
-            ms = b.fadd(b.fmul(ms, keep_c), b.fmul(c, b.fmul(y, y)))
-            level = b.fadd(b.fmul(keep_w, b.fmul(twenty, b.call(log10, [fmax(y, floor)]))),
-                           b.fmul(w, b.fmul(ten, b.call(log10, [fmax(ms, floor2)]))))
+            # 20 log10 of the output's peak y = p 10^(g/20) is 20 log10 p + g: no logarithm in the loop for it.
+            peak_db = fmax(b.fadd(load(peak_db_in, index), g), floor_db)
+            entry = b.block
+            with b.if_then(rms):
+                y = b.fmul(load(peak_in, index), b.call(exp, [b.fmul(g, ln10_20)]))
+                new_ms = b.fadd(b.fmul(ms, keep_c), b.fmul(c, b.fmul(y, y)))
+                # 10 log10 as (10 / ln 10) ln: libm's natural logarithm is the faster, and it is on the loop's path.
+                rms_db = b.fmul(ten_ln10, b.call(log, [fmax(new_ms, floor2)]))
+                rms_block = b.block
+            ms_phi, rms_phi = b.phi(f64), b.phi(f64)
+            ms_phi.add_incoming(ms, entry)
+            ms_phi.add_incoming(new_ms, rms_block)
+            rms_phi.add_incoming(zero, entry)
+            rms_phi.add_incoming(rms_db, rms_block)
+            ms = ms_phi
+            level = b.fadd(b.fmul(keep_w, peak_db), b.fmul(w, rms_phi))
             over = b.fsub(level, thr)
-            target = ir_soft_knee(b, over, sigma, width, half)
-            u = b.fdiv(b.fadd(over, half), width)
-            u = b.select(b.fcmp_ordered(">", over, half), one, u)
-            u = b.select(b.fcmp_ordered("<", over, b.fsub(zero, half)), zero, u)
-            loop_gain = b.fsub(one, b.fmul(sigma, u))
-            k = b.select(b.fcmp_ordered("<", target, g), a, r)
-            g = b.fadd(g, b.fmul(b.fdiv(k, loop_gain), b.fsub(target, g)))
+            # Outside the knee u is 0 or 1, so the target and k / L take values fixed per item (the same
+            # operations, computed once): the divisions run only inside the knee, off the usual path.
+            above = b.fcmp_ordered(">", over, half)
+            outside = b.or_(above, b.fcmp_ordered("<", over, b.fsub(zero, half)))
+            fixed_target = b.select(above, b.fmul(sigma, over), zero)
+            fixed_a, fixed_r = b.select(above, a_above, a), b.select(above, r_above, r)
+            entry = b.block
+            with b.if_then(b.not_(outside)):
+                knee_target = ir_soft_knee(b, over, sigma, width, half)
+                u = b.fdiv(b.fadd(over, half), width)
+                loop_gain = b.fsub(one, b.fmul(sigma, u))
+                knee_a, knee_r = b.fdiv(a, loop_gain), b.fdiv(r, loop_gain)
+                knee_block = b.block
+            target, k_a, k_r = b.phi(f64), b.phi(f64), b.phi(f64)
+            for phi, fixed, knee_value in ((target, fixed_target, knee_target), (k_a, fixed_a, knee_a), (k_r, fixed_r, knee_r)):
+                phi.add_incoming(fixed, entry)
+                phi.add_incoming(knee_value, knee_block)
+            k = b.select(b.fcmp_ordered("<", target, g), k_a, k_r)
+            g = b.fadd(g, b.fmul(k, b.fsub(target, g)))
             b.store(g if io_double else b.fptrunc(g, io), b.gep(out, [index]))
             with b.if_then(saving):
                 b.store(ms, b.gep(ms_out, [index]))
@@ -117,7 +151,7 @@ def _build_ir(io_double: bool) -> str:
 @functools.lru_cache(maxsize=2)
 def _compiled(io_double: bool):
     p, i64 = ctypes.c_void_p, ctypes.c_int64
-    return compile_function(_build_ir(io_double), "feedback", [p, p, i64, i64] + [p] * 7 + [ctypes.c_double, i64, p, p, p])
+    return compile_function(_build_ir(io_double), "feedback", [p, p, i64, i64] + [p] * 7 + [ctypes.c_double, i64, p, p, p, p])
 
 
 def _items(values, batch: int, dtype) -> list[torch.Tensor]:
@@ -139,8 +173,9 @@ def forward(peak: torch.Tensor, attack, release, rms_coef, detector_rms, thresho
     args = _items((attack, release, rms_coef, detector_rms, threshold_db, ratio, knee_db), batch, dtype)
     out = torch.empty_like(x)
     states = [torch.empty(batch, n, dtype=torch.float64) if save else torch.empty(0, dtype=torch.float64) for _ in range(3)]
+    peak_db = torch.log10(x).mul_(20)  # vectorised, in the input's precision (log10 0 = -inf: the floor then)
     _compiled(dtype == torch.float64)(x.data_ptr(), out.data_ptr(), batch, n, *(v.data_ptr() for v in args), float(floor),
-                                      int(save), *(s.data_ptr() for s in states))
+                                      int(save), *(s.data_ptr() for s in states), peak_db.data_ptr())
     if save:
         return (out.to(device), *states)
     return out.to(device)

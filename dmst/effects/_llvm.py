@@ -8,6 +8,7 @@ ctypes.  llvmlite is the JIT layer under Numba; using it directly compiles a loo
 from __future__ import annotations
 
 import ctypes
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 _engines = []  # compiled code lives as long as its execution engine: keep them all
@@ -56,6 +57,7 @@ def ir_loop(builder, start, stop, carried, body):
     return phis
 
 
+_POOL_NAME = "dmst-kernels"
 _pool: ThreadPoolExecutor | None = None
 _kernel_threads: int | None = None
 
@@ -89,10 +91,12 @@ def map_threads(function, items: list, threads: int | None = None) -> list:
     the pool; for work that releases the GIL (compiled loops, large torch operations)."""
     global _pool
     threads = kernel_threads() if threads is None else threads
-    if threads <= 1 or len(items) <= 1:
+    # Called from one of the pool's own threads (work split inside work already split): run here, serially;
+    # waiting on the pool from inside it could leave every thread waiting.
+    if threads <= 1 or len(items) <= 1 or threading.current_thread().name.startswith(_POOL_NAME):
         return [function(item) for item in items]
     if _pool is None or _pool._max_workers < threads:
-        _pool = ThreadPoolExecutor(threads, thread_name_prefix="dmst-kernels")
+        _pool = ThreadPoolExecutor(threads, thread_name_prefix=_POOL_NAME)
     return list(_pool.map(function, items))
 
 
@@ -106,7 +110,7 @@ def run_jobs(function, jobs: list[tuple], threads: int) -> None:
 
 
 def compile_render_kernels() -> None:
-    """Compile the renderer's loops now rather than on first use (about 0.1 s in all).
+    """Compile the renderer's loops now rather than on first use (about 0.15 s in all).
 
     ``dmst render`` calls this on a second thread while it reads files and loads the
     model; LLVM compiles without holding the GIL.
@@ -118,3 +122,6 @@ def compile_render_kernels() -> None:
     _ballistics._compiled(False)
     _ballistics._compiled_family(False)  # a compressor of another detector family
     _feedback._compiled(False)  # a compressor with some feedback
+    _ballistics._compiled_detector()  # the gate and the de-esser
+    _fir._compiled_peak()  # the limiter's true peak (and the meter's)
+    _ballistics._compiled_lookahead()  # the limiter's gain

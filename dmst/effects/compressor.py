@@ -56,6 +56,7 @@ import torch
 
 from . import _feedback
 from ._ballistics import ballistics, family, one_pole
+from ._llvm import kernel_threads, map_threads
 from ._dynamics import KNEE_FLOOR_DB, _compressor_core, soft_knee, time_constant_coefficient
 from ._path import per_item, render_path
 
@@ -112,26 +113,38 @@ def compressor(
     render = render_path(x, threshold_db, ratio, knee_db, attack_ms, release_ms, makeup_gain_db, detector_rms,
                          rms_window_ms, linear_envelope, feedback)
     curve = (threshold_db, ratio, knee_db)
+    if render and _live(1 - feedback, render) and _live(feedback, render) and kernel_threads() > 1:
+        # Both topologies read the same input and are independent recursions, each latency-bound on
+        # one core: run them side by side (ctypes releases the GIL), then blend as below.
+        ff, fb = map_threads(lambda run: run(), [
+            lambda: _feed_forward_gain_db(x, sample_rate, threshold_db, ratio, knee_db, attack_ms, release_ms,
+                                          detector_rms, rms_window_ms, linear_envelope, render),
+            lambda: feedback_gain_db(x, sample_rate, threshold_db, ratio, knee_db, attack_ms, release_ms, detector_rms,
+                                     rms_window_ms, render=render)], 2)
+        gain_db = ff.mul_(1 - feedback[:, None]).add_(fb.mul_(feedback[:, None]))
+        return _apply_gain(x, gain_db, makeup_gain_db, render, return_gain)
     gain_db = 0.0
     if _live(1 - feedback, render):
-        if render and not _live(detector_rms, render) and not _live(linear_envelope, render):
-            # The v2 compressor: static curve and both smoothing passes in one compiled loop, on the
-            # linked peak in dB computed in place (no (batch, channels, samples) temporary).
-            level_db = x[:, 0].abs()
-            for channel in range(1, x.shape[1]):
-                torch.maximum(level_db, x[:, channel].abs(), out=level_db)
-            level_db.clamp_min_(FLOOR).log10_().mul_(20)
-            ff = ballistics(level_db, time_constant_coefficient(attack_ms, sample_rate),
-                            time_constant_coefficient(release_ms, sample_rate), curve=curve)
-            del level_db
-        else:
-            ff = detector_family_gain_db(x, sample_rate, threshold_db, ratio, knee_db, attack_ms, release_ms,
-                                         detector_rms, rms_window_ms, linear_envelope, render=render)
+        ff = _feed_forward_gain_db(x, sample_rate, threshold_db, ratio, knee_db, attack_ms, release_ms, detector_rms,
+                                   rms_window_ms, linear_envelope, render)
         gain_db = ff if not _live(feedback, render) else (1 - feedback[:, None]) * ff
     if _live(feedback, render):
         gain_db = gain_db + feedback[:, None] * feedback_gain_db(x, sample_rate, threshold_db, ratio, knee_db, attack_ms,
                                                                  release_ms, detector_rms, rms_window_ms, render=render)
     return _apply_gain(x, gain_db, makeup_gain_db, render, return_gain)
+
+
+def _feed_forward_gain_db(x, sample_rate, threshold_db, ratio, knee_db, attack_ms, release_ms, detector_rms,
+                          rms_window_ms, linear_envelope, render):
+    if render and not _live(detector_rms, render) and not _live(linear_envelope, render):
+        # The v2 compressor: static curve and both smoothing passes in one compiled loop, on the
+        # linked peak in dB computed in place (no (batch, channels, samples) temporary).
+        level_db = _linked_peak(x, render)
+        level_db.clamp_min_(FLOOR).log10_().mul_(20)
+        return ballistics(level_db, time_constant_coefficient(attack_ms, sample_rate),
+                          time_constant_coefficient(release_ms, sample_rate), curve=(threshold_db, ratio, knee_db))
+    return detector_family_gain_db(x, sample_rate, threshold_db, ratio, knee_db, attack_ms, release_ms,
+                                   detector_rms, rms_window_ms, linear_envelope, render=render)
 
 
 def _apply_gain(x, gain_db, makeup_gain_db, render, return_gain):

@@ -24,7 +24,9 @@ from __future__ import annotations
 import torch
 
 from ._biquads import sosfiltfilt
-from ._dynamics import db_to_gain, peak_db, smooth_gain_db, soft_knee
+from ._ballistics import detector_gain
+from ._llvm import map_threads
+from ._dynamics import db_to_gain, peak_db, smooth_gain_db, soft_knee, time_constant_coefficient
 from ._path import per_item, render_path
 from .eq import apply_sos, biquad, butterworth_sos, max_freq, sosfilt_fft
 
@@ -43,11 +45,16 @@ def deesser_curve(level_db: torch.Tensor, threshold_db, range_db) -> torch.Tenso
     return torch.maximum(soft_knee(level_db - threshold_db, -1.0, 0.0), -range_db)
 
 
-def sidechain_level_db(x: torch.Tensor, sample_rate: float, frequency_hz: torch.Tensor) -> torch.Tensor:
-    """(batch, channels, n) -> (batch, n): the linked peak level in dBFS of the sidechain band at ``frequency_hz``."""
+def sidechain_band(x: torch.Tensor, sample_rate: float, frequency_hz: torch.Tensor) -> torch.Tensor:
+    """(batch, channels, n): ``x`` through the sidechain's band-pass pair at ``frequency_hz``."""
     section = biquad("band_pass", torch.clamp(frequency_hz.double(), max=max_freq(sample_rate)), 0.0, SIDECHAIN_Q,
                      sample_rate)
-    return peak_db(apply_sos(x, torch.stack([section, section], dim=-2).reshape(x.shape[0], 2, 6)))
+    return apply_sos(x, torch.stack([section, section], dim=-2).reshape(x.shape[0], 2, 6))
+
+
+def sidechain_level_db(x: torch.Tensor, sample_rate: float, frequency_hz: torch.Tensor) -> torch.Tensor:
+    """(batch, channels, n) -> (batch, n): the linked peak level in dBFS of the sidechain band at ``frequency_hz``."""
+    return peak_db(sidechain_band(x, sample_rate, frequency_hz))
 
 
 def split_sos(sample_rate: float, frequency_hz: torch.Tensor) -> torch.Tensor:
@@ -78,8 +85,17 @@ def deesser(x: torch.Tensor, sample_rate: float, frequency_hz, threshold_db, ran
     render = render_path(x, frequency_hz, threshold_db, range_db, attack_ms, release_ms)
     if render and bool((range_db == 0).all()):  # off: exactly the input, and no work
         return (x.clone(), torch.zeros(batch, x.shape[-1], dtype=x.dtype)) if return_gain else x.clone()
-    target = deesser_curve(sidechain_level_db(x, sample_rate, frequency_hz), threshold_db[:, None], range_db[:, None])
-    gain_db = smooth_gain_db(target, attack_ms, release_ms, sample_rate, render)
-    high = high_band(x, sample_rate, frequency_hz, render)
+    if render:
+        def detect():  # the band's linked peak, the curve and the ballistics in one compiled pass (float64 state)
+            return detector_gain(sidechain_band(x, sample_rate, frequency_hz), 1, threshold_db, 1.0, -1.0, range_db,
+                                 time_constant_coefficient(attack_ms, sample_rate),
+                                 time_constant_coefficient(release_ms, sample_rate)).to(x.dtype)
+
+        # The sidechain and the band split are independent: side by side on the kernels' pool.
+        gain_db, high = map_threads(lambda run: run(), [detect, lambda: high_band(x, sample_rate, frequency_hz, render)])
+    else:
+        target = deesser_curve(sidechain_level_db(x, sample_rate, frequency_hz), threshold_db[:, None], range_db[:, None])
+        gain_db = smooth_gain_db(target, attack_ms, release_ms, sample_rate, render)
+        high = high_band(x, sample_rate, frequency_hz, render)
     y = x + (db_to_gain(gain_db) - 1.0).unsqueeze(1) * high
     return (y, gain_db) if return_gain else y

@@ -17,9 +17,12 @@ A feed-forward downward expander in the structure of Giannoulis, Massberg and Re
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
-from ._dynamics import db_to_gain, peak_db, sliding_max, smooth_gain_db, soft_knee
+from ._ballistics import detector_gain
+from ._dynamics import db_to_gain, peak_db, sliding_max, smooth_gain_db, soft_knee, time_constant_coefficient
 from ._path import per_item, render_path
 
 HOLD_MS = 20.0
@@ -45,6 +48,12 @@ def gate(x: torch.Tensor, sample_rate: float, threshold_db, ratio, range_db, att
     if render and bool((range_db == 0).all()):  # off: exactly the input, and no work
         return (x.clone(), torch.zeros(batch, x.shape[-1], dtype=x.dtype)) if return_gain else x.clone()
     hold = max(1, round(HOLD_MS * sample_rate / 1000))
+    if render:  # detector, hold, curve and ballistics in one compiled pass (the same steps, float64 state)
+        gain_db = detector_gain(x, hold, threshold_db, -1.0, 1.0 - ratio, range_db,
+                                time_constant_coefficient(attack_ms, sample_rate),
+                                time_constant_coefficient(release_ms, sample_rate))
+        y = x * gain_db.mul(math.log(10) / 20).exp_().to(x.dtype).unsqueeze(1)
+        return (y, gain_db.to(x.dtype)) if return_gain else y
     level_db = peak_db(sliding_max(x.abs().amax(dim=1, keepdim=True), hold))
     target = gate_curve(level_db, threshold_db[:, None], ratio[:, None], range_db[:, None])
     # Mirrored ballistics: on the negated gain, "attack" (gain reduction growing) is the gate opening.

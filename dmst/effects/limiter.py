@@ -22,11 +22,14 @@ whatever the peaks (what a migrated v2 settings file gets: v2 had no limiter).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
-from ._dynamics import db_to_gain, hold_db, moving_average, sliding_max
+from ._ballistics import lookahead_gain
+from ._dynamics import db_to_gain, hold_db, moving_average, sliding_max, time_constant_coefficient
 from ._path import per_item, render_path
-from .resample import TRUE_PEAK_RESAMPLE, upsample, upsample_phases
+from .resample import TRUE_PEAK_RESAMPLE, upsample, upsampled_peaks
 
 OVERSAMPLE = 4
 LOOKAHEAD_MS = 1.5
@@ -37,9 +40,8 @@ OFF_DBTP = 0.0  # a ceiling at or above this is no limiter (dmst.schema.LIMITER_
 def interval_peaks(x: torch.Tensor, render: bool) -> torch.Tensor:
     """(batch, channels, n) -> (batch, n): the largest magnitude of the 4x oversampled signal over [t, t + 1)."""
     batch, channels, n = x.shape
-    if render:
-        phases = upsample_phases(x.reshape(-1, n), OVERSAMPLE, **TRUE_PEAK_RESAMPLE)  # (rows, 4, n)
-        peaks = phases.abs_().amax(dim=1).reshape(batch, channels, n).to(x.dtype)
+    if render:  # the compiled loop: the same sums, their largest magnitude over phases and channels only
+        return torch.stack([upsampled_peaks(item, OVERSAMPLE, **TRUE_PEAK_RESAMPLE) for item in x]).to(x.dtype)
     else:
         peaks = upsample(x, OVERSAMPLE, **TRUE_PEAK_RESAMPLE).reshape(batch, channels, n, OVERSAMPLE).abs().amax(-1)
     return peaks.amax(dim=1)
@@ -58,28 +60,23 @@ def limiter(x: torch.Tensor, sample_rate: float, ceiling_dbtp=-1.0, release_ms=1
         return (x.clone(), x.new_zeros(batch, n)) if return_gain else x.clone()
     window = max(1, round(LOOKAHEAD_MS * sample_rate / 1000))
     peaks = interval_peaks(x, render)
+    if render:
+        if bool((peaks.amax(dim=-1) <= 10 ** (ceiling_dbtp / 20)).all()):  # nothing over: exactly the input
+            return (x.clone(), torch.zeros(batch, n, dtype=x.dtype)) if return_gain else x.clone()
+        # Steps 2-3 in one compiled pass (the same arithmetic, float64 state), no full-length temporaries.
+        release = time_constant_coefficient(release_ms.double(), sample_rate)
+        gain_db = lookahead_gain(peaks, ceiling_dbtp.double(), release, window).to(x.dtype)
+        gain_db[off] = 0.0
+        y = x * gain_db.mul(math.log(10) / 20).exp_().unsqueeze(1)
+        return (y, gain_db) if return_gain else y
     peaks = torch.maximum(peaks, torch.nn.functional.pad(peaks[:, :-1], (1, 0)))  # both intervals around sample t
-    if render and bool((peaks.amax(dim=-1) <= 10 ** (ceiling_dbtp / 20)).all()):  # nothing over: exactly the input
-        return (x.clone(), torch.zeros(batch, n, dtype=x.dtype)) if return_gain else x.clone()
     need_db = torch.clamp(ceiling_dbtp[:, None] - 20 * torch.log10(peaks.clamp_min(FLOOR)), max=0.0)
     # Before the start the gain is 0 dB; padding there keeps the average's bound for the first samples.
     need_db = torch.nn.functional.pad(need_db, (window - 1, 0))
-    ahead = _lookahead_min(need_db, window) if render else -sliding_max(-need_db, window, lookahead=True)
+    ahead = -sliding_max(-need_db, window, lookahead=True)
     held = hold_db(ahead, release_ms, sample_rate, render)
     gain_db = moving_average(held, window)[:, window - 1:]
     gain_db = torch.where(off[:, None], torch.zeros_like(gain_db), gain_db)
     y = x * db_to_gain(gain_db).unsqueeze(1)
     return (y, gain_db) if return_gain else y
 
-
-def _lookahead_min(x: torch.Tensor, window: int) -> torch.Tensor:
-    """``min x[t : t + window]`` (the window cut at the end), by doubling spans: log2(window) passes, no gradient
-    needed (the render path; :func:`dmst.effects._dynamics.sliding_max` is the differentiable form, equal)."""
-    y, span = x, 1
-    while 2 * span <= window:
-        y = torch.minimum(y, torch.nn.functional.pad(y[..., span:], (0, span), value=float("inf")))
-        span *= 2
-    if span < window:
-        rest = window - span
-        y = torch.minimum(y, torch.nn.functional.pad(y[..., rest:], (0, rest), value=float("inf")))
-    return y

@@ -116,6 +116,17 @@ def upsample_phases(x: torch.Tensor, factor: int, front: int = 0, back: int = 0,
     return out[..., : front + n + back]
 
 
+def upsampled_peaks(x: torch.Tensor, factor: int, **resample_kwargs) -> torch.Tensor:
+    """(rows, n) float32 CPU ``x`` -> (n,): the largest magnitude over the rows of ``upsample_phases(x, factor)``
+    at each input sample, i.e. of the up-sampled signal over [t, t + 1), without storing it (:func:`._fir.fir_peak`)."""
+    from ._fir import fir_peak, readable_length
+
+    kernel, width = up_kernel(factor, torch.float32, torch.device("cpu"), **resample_kwargs)
+    n, taps = x.shape[-1], kernel.shape[-1]
+    padded = F.pad(x.to(torch.float32), (width, readable_length(n, taps) - n - width)).contiguous()
+    return fir_peak(padded, kernel[:, 0, :], n)
+
+
 def downsample_phases(phases: torch.Tensor, n: int, factor: int, **resample_kwargs) -> torch.Tensor:
     """``torchaudio.functional.resample(u, factor, 1)`` (rows, n) from ``u``'s phases laid out as
     :func:`upsample_phases` returns them, with the margins of :func:`phase_margins`."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from ._biquads import sosfiltfilt
+from ._llvm import map_threads
 from ._path import render_path
 from .eq import BUTTERWORTH_Q, biquad, sosfilt_fft
 from .resample import downsample, downsample_phases, phase_margins, upsample, upsample_phases
@@ -85,15 +86,22 @@ def waveshape(x: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor, render: b
     # Rendering, the blocks go straight into one output buffer (no list + cat: half the memory).
     # (The broadcast shape by hand: torch.broadcast_shapes imports sympy, 0.5 s of every command-line render.)
     shape = tuple(max(sizes) for sizes in zip(x.shape, gain.shape, bias.shape))
-    blocks, out = [], x.new_empty(shape) if render else None
-    for start in range(0, n, block_length):
+    out = x.new_empty(shape) if render else None
+
+    def block(start):
         lo, hi = max(0, start - _PAD), min(n, start + block_length + _PAD)
-        block = shape_block(x[..., lo:hi], gain, bias)[..., start - lo: start - lo + min(block_length, n - start)]
+        y = shape_block(x[..., lo:hi], gain, bias)[..., start - lo: start - lo + min(block_length, n - start)]
         if out is None:
-            blocks.append(block)
-        else:
-            out[..., start: start + block.shape[-1]] = block
-    return torch.cat(blocks, dim=-1) if out is None else out
+            return y
+        out[..., start: start + y.shape[-1]] = y
+
+    starts = list(range(0, n, block_length))
+    if out is None:
+        return torch.cat([block(start) for start in starts], dim=-1)
+    # Rendering, the blocks run side by side on the kernels' pool: the curve's torch operations (most of the
+    # time: tanh on the oversampled signal) then use every core too; each block writes its own part of ``out``.
+    map_threads(block, starts)
+    return out
 
 
 DC_BLOCK_HZ = 15.0
