@@ -90,8 +90,9 @@ def test_page_uploads_renders_edits_plays_and_downloads(browser, tmp_path):
         find("file").send_keys(str(EXAMPLE))
         wait(lambda: renders() >= 1, what="the first mix")
         assert settings()["meta"]["presets"] == [] and find("mix-audio").get_attribute("src").startswith("blob:")
-        assert int(find("eq-canvas").get_attribute("data-points")) > 0
-        assert int(find("comp-canvas").get_attribute("data-points")) > 0
+        # the curves come from their own request after the mix: wait for them, do not race them
+        wait(lambda: int(find("eq-canvas").get_attribute("data-points") or 0) > 0, what="the EQ curve")
+        wait(lambda: int(find("comp-canvas").get_attribute("data-points") or 0) > 0, what="the compressor curve")
 
         find("preset-warm").click()
         wait(lambda: settings()["meta"]["presets"] == ["warm"], what="the warm mix")
