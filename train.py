@@ -30,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from dmst import schema
-from dmst.console import render
+from dmst.console import activation_bytes, recompute_plan, render
 from dmst.data import (DataError, check_dir, crop_start, excerpt_loudness_offset_lu, random_crop, resample, song_of,
                        split_by_song, to_layout)
 from dmst.encoder import DmstModel, Encoder, ModelError, model_from_checkpoint, read_checkpoint
@@ -43,7 +43,7 @@ FEW_PAIRS = 10  # below this, one global setting often beats a network
 DEFAULTS = {"init": None, "global_only": False, "cache_dir": None, "workers": min(2, os.cpu_count() or 1),
             "epochs": None, "time_budget": None, "patience": 8, "min_delta": 1e-3, "song_separator": "__",
             "batch_size": 8, "crop_seconds": 5.0, "lr": 1e-3, "val_fraction": 0.15, "seed": 0, "device": "cpu",
-            "keep_activations": False, "quiet": False, "high_pass_slope": None}
+            "keep_activations": False, "activation_budget": 1700.0, "quiet": False, "high_pass_slope": None}
 # What shapes the training itself: --resume refuses a value that differs from the run's.
 RUN_ARGS = ("data", "init", "global_only", "epochs", "time_budget", "patience", "min_delta", "song_separator",
             "batch_size", "crop_seconds", "lr", "val_fraction", "seed", "high_pass_slope")
@@ -85,9 +85,14 @@ def parse_args(argv=None):
                    f"global fit at each slope ({AUTO_STEPS} steps on {AUTO_CROPS} training crops), the lowest loss wins "
                    "[the --init model's, else 12]")
     p.add_argument("--device", help="cpu (default) or cuda")
+    p.add_argument("--activation-budget", type=float, metavar="MB",
+                   help="memory a training step may keep for the console's backward pass (estimated from the batch's "
+                        "shape): within it every stage keeps its intermediates, beyond it every stage recomputes them "
+                        "in the backward pass (slower steps, about 1 GB less; the same results); 0 always recomputes "
+                        f"[{d['activation_budget']:g}: a mono step of 8 x 5 s fits, a stereo one does not]")
     p.add_argument("--keep-activations", action="store_true", default=None,
-                   help="keep every console stage's intermediates for the backward pass instead of recomputing them: "
-                        "about a quarter faster steps, about 1 GB more memory (8 stereo 5 s crops); the same results")
+                   help="keep every console stage's intermediates for the backward pass (no budget): the fastest "
+                        "steps, about 1 GB more memory than recomputing them all (8 stereo 5 s crops); the same results")
     p.add_argument("--quiet", action="store_true", default=None, help="no progress bars")
     args = p.parse_args(argv)
     args.given = {k for k, v in vars(args).items() if v is not None}
@@ -155,10 +160,8 @@ def predict_and_render(encoder, raw, context, sample_rate=SAMPLE_RATE, channels=
     A mono batch for a stereo layout runs the console's dry chain once, on the mono take, and
     asks the console for a stereo output: the dry voice centred, the delay and reverb returns
     in stereo, the loudness measured on both channels (BS.1770 sums them).
-    ``checkpoint``: each console stage is recomputed in the backward pass instead of kept
-    (:func:`dmst.console.render`), so a step's peak memory is one stage's intermediates, not
-    the whole chain's (about 2.4 instead of 3.4 GB for 8 stereo 5 s crops), for one more
-    forward pass through the console.
+    ``checkpoint``: the console stages recomputed in the backward pass instead of kept (True:
+    every stage; see :func:`dmst.console.render` and :func:`recompute_stages`).
     """
     staging, offset = context
     heard = resample(raw.mean(1), sample_rate, SAMPLE_RATE)
@@ -166,6 +169,22 @@ def predict_and_render(encoder, raw, context, sample_rate=SAMPLE_RATE, channels=
     layout = 2 if channels == 2 and raw.shape[1] == 1 else None
     return render(raw, sample_rate, params, staging_db=staging, excerpt_offset_lu=offset, output_channels=layout,
                   checkpoint=checkpoint)
+
+
+def recompute_stages(args, batch_channels: int, channels: int, crop: int) -> dict:
+    """Which console stages a training step recomputes in its backward pass, and why (recorded in the run).
+
+    From the step's shape alone (batch x channels x crop samples: deterministic): when the console's saved
+    activations (:func:`dmst.console.activation_bytes`) fit ``--activation-budget``, every stage keeps them
+    (the fast step); otherwise every stage is recomputed (:func:`dmst.console.recompute_plan`).  At the
+    defaults a mono step of 8 five-second crops fits and a stereo one does not.  ``--keep-activations``
+    keeps them whatever their size.
+    """
+    sizes = activation_bytes(args.batch_size, crop, batch_channels, channels)
+    budget = math.inf if args.keep_activations else args.activation_budget * 1e6
+    stages = recompute_plan(args.batch_size, crop, batch_channels, channels, budget)
+    return {"stages": list(stages), "activation_budget_mb": None if args.keep_activations else args.activation_budget,
+            "estimated_mb": round(sum(sizes.values()) / 1e6)}
 
 
 def choose_high_pass_slope(encoder, pairs, crop, device, channels, rate, loss_fn, seed):
@@ -341,10 +360,15 @@ def main(argv=None):
                   f"quantile: {peak:.2f} dBTP{'; 0 is off' if limiter_start == 0 else ''})")
     slope_meta = {"limiter_start_dbtp": limiter_start, "high_pass_slope_db": encoder.fixed[SLOPE], **({"high_pass_slope_auto": slope_choice} if slope_choice else {})}
     tails = [p.tail_s for p in usable]
+    # The console stages a step recomputes: from the largest batch's shape (stereo raws in any pair: the worst case).
+    recompute = recompute_stages(args, 1 if all(p.raw_channels == 1 for p in train_pairs) else channels, channels, crop)
+    print(f"console stages recomputed in the backward pass: {'all' if recompute['stages'] else 'none'} (their saved "
+          f"activations estimated at {recompute['estimated_mb']} MB a step; "
+          + ("--keep-activations)" if args.keep_activations else f"--activation-budget {args.activation_budget:g} MB)"))
     data_summary = {"pairs_usable": len(usable), "pairs_skipped": len(report.skipped), "train_pairs": len(train_pairs),
                     "val_pairs": len(val_names), "songs": len({song(p.name) for p in usable}), "sample_rate": rate,
                     "output_channels": channels, "longest_tail_s": round(max(tails), 2), "crop_seconds": args.crop_seconds,
-                    "train_names": train_names, "val_names": val_names}
+                    "train_names": train_names, "val_names": val_names, "console_recompute": recompute}
 
     def elapsed() -> float:
         return elapsed_before + time.monotonic() - started
@@ -379,7 +403,7 @@ def main(argv=None):
             raw, mix, context = batch_of_crops(batch, crop, gen, device, channels, rate)
             for group, base_lr in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = base_lr * lr_factor(progress(epoch, step))
-            loss = loss_fn(predict_and_render(encoder, raw, context, rate, channels, not args.keep_activations), mix)
+            loss = loss_fn(predict_and_render(encoder, raw, context, rate, channels, recompute["stages"]), mix)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)

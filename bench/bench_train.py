@@ -1,6 +1,7 @@
 """Training throughput and encoder inference time on this machine.
 
     python bench/bench_train.py [--device cpu|cuda] [--pairs 200] [--layout stereo|mono]
+        [--activation-budget MB | --recompute all|none|STAGE,...] [--skip-inference]
 
 * Training: one epoch over ``--pairs`` five-second crops (batch 8) through the whole
   differentiable path (encoder -> console -> loss -> backward -> step): pairs/s and
@@ -9,7 +10,9 @@
   tiled to length; the "mix" is a fixed console setting.  ``--layout stereo`` (the
   default) is train.py's path for a catalogue of mono takes and stereo mixes: a stereo
   render from the mono take, the stereo loss, and a mix with the v3 sends on; ``mono``
-  is the earlier benchmark (mono mix, mono loss).
+  is the earlier benchmark (mono mix, mono loss).  The console stages recomputed in the
+  backward pass are train.py's choice for this shape (``--activation-budget``), or
+  ``--recompute``'s; the peak RSS of the training part is reported with them.
 * Inference: ``DmstModel.predict`` on a 3-minute vocal (bounded excerpt, see
   dmst/encoder/features.py), median of 3 after a warm-up.
 Writes bench/results/train_<device>.json.
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import sys
 import time
@@ -32,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 import train  # noqa: E402
 from dmst import schema  # noqa: E402
-from dmst.console import render  # noqa: E402
+from dmst.console import STAGES, render  # noqa: E402
 from dmst.data import excerpt_loudness_offset_lu  # noqa: E402
 from dmst.effects.gain import integrated_loudness, staging_gain_db  # noqa: E402
 from dmst.encoder import load_model  # noqa: E402
@@ -53,6 +57,10 @@ def main(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--pairs", type=int, default=200)
     p.add_argument("--layout", choices=["stereo", "mono"], default="stereo")
+    p.add_argument("--activation-budget", type=float, default=train.DEFAULTS["activation_budget"], metavar="MB",
+                   help="as dmst train's: which console stages are recomputed in the backward pass [train.py's default]")
+    p.add_argument("--recompute", help="instead: these stages (comma-separated), 'all' or 'none'")
+    p.add_argument("--skip-inference", action="store_true", help="measure the training epoch only")
     args = p.parse_args(argv)
     channels = 2 if args.layout == "stereo" else 1
     device = torch.device(args.device)
@@ -68,6 +76,12 @@ def main(argv=None):
         target["delay"]["send_db"], target["reverb"]["send_db"] = -24.0, -22.0
     batch = 8
     crop = 5 * SR
+    if args.recompute is None:  # what train.py picks for this shape (a mono take)
+        plan = train.recompute_stages(argparse.Namespace(batch_size=batch, keep_activations=False,
+                                                         activation_budget=args.activation_budget), 1, channels, crop)
+        stages = plan["stages"]
+    else:
+        stages = {"all": list(STAGES), "none": []}.get(args.recompute, [n for n in args.recompute.split(",") if n])
 
     # As train.py's crops: the mix is the whole take through the console; each crop carries the
     # take's staging gain and how far the mix's crop sits from the whole mix's loudness.
@@ -83,7 +97,7 @@ def main(argv=None):
         mix = torch.stack([long_mix[:, s:s + crop] for s in starts])
         offset = excerpt_loudness_offset_lu(mix, [long_mix_lufs] * n, SR)
         context = (staging.expand(n).to(device), offset.to(device))
-        loss = loss_fn(train.predict_and_render(encoder, raw.to(device), context, SR, channels), mix.to(device))
+        loss = loss_fn(train.predict_and_render(encoder, raw.to(device), context, SR, channels, stages), mix.to(device))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -99,18 +113,21 @@ def main(argv=None):
         torch.cuda.synchronize()
     epoch_s, epoch_cpu_s = time.perf_counter() - t, time.process_time() - cpu
     load_after = os.getloadavg()[0]
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    model = load_model("default")
-    three_min = voice(180.0)[None]
-    model.predict(three_min[:, : 10 * SR], SR)
-    times = []
-    for _ in range(3):
-        t = time.perf_counter()
-        model.predict(three_min, SR)
-        times.append(time.perf_counter() - t)
+    times = [float("nan")]
+    if not args.skip_inference:
+        model = load_model("default")
+        three_min = voice(180.0)[None]
+        model.predict(three_min[:, : 10 * SR], SR)
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            model.predict(three_min, SR)
+            times.append(time.perf_counter() - t)
     result = {"device": str(device), "layout": args.layout, "pairs": args.pairs, "crop_seconds": 5, "batch": batch,
-              "epoch_s": round(epoch_s, 2), "epoch_cpu_s": round(epoch_cpu_s, 2),
-              "load_average": [round(load_before, 1), round(load_after, 1)],
+              "recomputed_stages": stages, "epoch_s": round(epoch_s, 2), "epoch_cpu_s": round(epoch_cpu_s, 2),
+              "peak_rss_training_mb": round(peak_mb), "load_average": [round(load_before, 1), round(load_after, 1)],
               "pairs_per_s": round(args.pairs / epoch_s, 2), "predict_3min_s": round(statistics.median(times), 3),
               "torch": torch.__version__, "threads": torch.get_num_threads()}
     out = ROOT / "bench" / "results"

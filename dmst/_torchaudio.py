@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import math
 
 # The pair dmst is tested with; tests/test_install.py checks pyproject.toml and the
 # installed versions against these.
@@ -79,9 +80,52 @@ def versions() -> dict[str, str]:
     return {"torch": str(torch.__version__), "torchaudio": str(torchaudio.__version__)}
 
 
+# torchaudio runs one strided conv1d over the whole signal, and the CPU conv1d unfolds its input into
+# kernel-length columns: for a 3.5-minute take decimated 2:1 that is a 0.5 GB buffer (14 copies of the signal).
+# :func:`resample` convolves in blocks when that buffer would exceed this many elements (64 MB of float32), each
+# block's a quarter of it: short signals (crops, tests) take torchaudio's call exactly as before.
+RESAMPLE_UNFOLD_MAX = 1 << 24
+
+
+def _sinc_kernel(*args, **kwargs):
+    """torchaudio's windowed-sinc resampling kernel and its width (what ``functional.resample`` convolves with)."""
+    _modules()
+    from torchaudio.functional.functional import _get_sinc_resample_kernel
+
+    return _get_sinc_resample_kernel(*args, **kwargs)
+
+
 def resample(x, orig_freq: int, new_freq: int, **kwargs):
-    """``torchaudio.functional.resample``: band-limited sinc resampling along the last axis."""
-    return _modules()[1].resample(x, int(orig_freq), int(new_freq), **kwargs)
+    """``torchaudio.functional.resample``: band-limited sinc resampling along the last axis.
+
+    The same kernel and output as torchaudio's (its windowed-sinc kernel, zero padding and
+    output length); a long signal is convolved in blocks of output frames (see
+    ``RESAMPLE_UNFOLD_MAX``), so that it does not need an unfolded copy of itself many times
+    its size.  Each output sample is the same dot product as torchaudio's, summed in an order
+    that may differ in the last bit (float rounding).
+    """
+    torch, functional, _ = _modules()
+    orig_freq, new_freq = int(orig_freq), int(new_freq)
+    if orig_freq <= 0 or new_freq <= 0 or orig_freq == new_freq or not x.is_floating_point():
+        return functional.resample(x, orig_freq, new_freq, **kwargs)  # its own checks and messages
+    gcd = math.gcd(orig_freq, new_freq)
+    orig, new = orig_freq // gcd, new_freq // gcd
+    kernel, width = _sinc_kernel(orig_freq, new_freq, gcd, **kwargs, device=x.device, dtype=x.dtype)
+    taps = kernel.shape[-1]
+    shape = x.shape
+    waves = x.reshape(-1, shape[-1])
+    length = waves.shape[-1]
+    frames = (length + 2 * width + orig - taps) // orig + 1  # of torchaudio's padded signal
+    if frames * taps * waves.shape[0] <= RESAMPLE_UNFOLD_MAX:
+        return functional.resample(x, orig_freq, new_freq, **kwargs)
+    step = max(1, RESAMPLE_UNFOLD_MAX // (4 * taps * waves.shape[0]))
+    padded = torch.nn.functional.pad(waves, (width, width + orig))[:, None]  # torchaudio's padding
+    blocks = [torch.nn.functional.conv1d(padded[..., a * orig:(min(frames, a + step) - 1) * orig + taps], kernel,
+                                         stride=orig)
+              for a in range(0, frames, step)]
+    del padded
+    out = (torch.cat(blocks, dim=-1) if len(blocks) > 1 else blocks[0]).transpose(1, 2).reshape(waves.shape[0], -1)
+    return out[..., :math.ceil(new * length / orig)].reshape(*shape[:-1], -1)
 
 
 def resampler(orig_freq: int, new_freq: int, **kwargs):

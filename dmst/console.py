@@ -34,7 +34,7 @@ not the final level.)  Everything between is set by the parameters of :mod:`dmst
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Collection, Mapping
 
 import torch
 import torch.utils.checkpoint
@@ -78,7 +78,7 @@ def render(
     excerpt_offset_lu: torch.Tensor | None = None,
     output_channels: int | None = None,
     tail: bool = False,
-    checkpoint: bool = False,
+    checkpoint: bool | Collection[str] = False,
 ) -> torch.Tensor:
     """Run (batch, channels, samples) audio through the chain with per-item ``params``.
 
@@ -98,27 +98,69 @@ def render(
     ``tail``: when a send is on, the output is longer than ``x`` by the sends' tail
     (:func:`dmst.effects.sends.tail_samples`: until the returns have fallen 80 dB, at most 10 s), the dry
     signal silent there; with the sends off, or ``tail=False`` (the default, training), it keeps ``x``'s length.
-    ``checkpoint``: under autograd, each stage's intermediates are recomputed in the backward
-    pass instead of kept, so only one stage's are alive at a time (the same values and
-    gradients, for one more forward pass; training uses it: a stereo step of 8 five-second
-    crops peaks at about 2.4 instead of 3.3 GB).
+    ``checkpoint``: under autograd, these stages' intermediates (names of :data:`STAGES`; True:
+    every stage) are recomputed in the backward pass instead of kept, so only one recomputed
+    stage's are alive at a time: the same values and gradients, for one more forward pass through
+    those stages.  Training picks them from the batch's shape and a memory budget
+    (:func:`recompute_plan`).
     """
     check_audio(x)
     if output_channels not in (None, 1, 2) or output_channels == 1 and x.shape[1] != 1:
         raise AudioError(f"output_channels must be 1 (mono input only) or 2, got {output_channels}")
     if staging_db is None:
         staging_db = staging_gain_db(x, sample_rate)
-    stage = _recomputed if checkpoint and torch.is_grad_enabled() else _kept
+    if checkpoint is True or checkpoint is False:
+        checkpoint = STAGES if checkpoint else ()
+    if set(checkpoint) - set(STAGES):
+        raise ValueError(f"unknown console stages {sorted(set(checkpoint) - set(STAGES))}; known: {', '.join(STAGES)}")
+    recompute = frozenset(checkpoint) if torch.is_grad_enabled() else frozenset()
+
+    def stage(name, fn, *args, **kwargs):
+        return (_recomputed if name in recompute else _kept)(fn, *args, **kwargs)
+
     y = gain(x, staging_db)
-    y = stage(gate, y, sample_rate, **group(params, "gate"))
-    y = stage(parametric_eq, y, sample_rate, **group(params, "eq"))
-    y = stage(compressor, y, sample_rate, **group(params, "compressor"))
-    y = stage(deesser, y, sample_rate, **group(params, "deesser"))
-    y = stage(post_eq, y, sample_rate, **group(params, "post_eq"))
-    y = stage(saturation, y, sample_rate, **group(params, "saturation"))
-    y = stage(_with_sends, y, sample_rate, group(params, "delay"), group(params, "reverb"), output_channels, tail)
-    y = stage(loudness_normalize, y, sample_rate, params["output.loudness_lufs"], excerpt_offset_lu)
-    return stage(limiter, y, sample_rate, **group(params, "limiter"))
+    y = stage("gate", gate, y, sample_rate, **group(params, "gate"))
+    y = stage("eq", parametric_eq, y, sample_rate, **group(params, "eq"))
+    y = stage("compressor", compressor, y, sample_rate, **group(params, "compressor"))
+    y = stage("deesser", deesser, y, sample_rate, **group(params, "deesser"))
+    y = stage("post_eq", post_eq, y, sample_rate, **group(params, "post_eq"))
+    y = stage("saturation", saturation, y, sample_rate, **group(params, "saturation"))
+    y = stage("sends", _with_sends, y, sample_rate, group(params, "delay"), group(params, "reverb"), output_channels, tail)
+    y = stage("loudness", loudness_normalize, y, sample_rate, params["output.loudness_lufs"], excerpt_offset_lu)
+    return stage("limiter", limiter, y, sample_rate, **group(params, "limiter"))
+
+
+# The console's stages in order, by the names ``render(checkpoint=...)`` and :func:`recompute_plan` use.
+STAGES = ("gate", "eq", "compressor", "deesser", "post_eq", "saturation", "sends", "loudness", "limiter")
+
+# What each stage's training path keeps for the backward pass, in copies of its input signal (float32, per
+# sample of each channel it processes; the sends and later stages run on the output's channels).  Measured with
+# torch.autograd.graph.saved_tensors_hooks on 8 five-second crops (bench/bench_train.py's batch; README
+# "Training and inference").  A model of the chain, not a promise to the byte: it sizes a step from its shape.
+SAVED_COPIES = {"gate": 23, "eq": 36, "compressor": 42, "deesser": 50, "post_eq": 18, "saturation": 14,
+                "sends": 21, "loudness": 5.5, "limiter": 18}
+
+
+def activation_bytes(batch: int, samples: int, input_channels: int = 1, output_channels: int | None = None) -> dict:
+    """Estimated bytes each stage keeps for the backward pass, for a training batch of this shape."""
+    out = output_channels or input_channels
+    late = ("sends", "loudness", "limiter")
+    return {name: SAVED_COPIES[name] * 4 * batch * samples * (out if name in late else input_channels)
+            for name in STAGES}
+
+
+def recompute_plan(batch: int, samples: int, input_channels: int = 1, output_channels: int | None = None,
+                   budget_bytes: float = float("inf")) -> tuple[str, ...]:
+    """The console stages a training step recomputes in its backward pass: none when every stage's saved
+    activations (:func:`activation_bytes`) fit ``budget_bytes``, otherwise every stage.
+
+    Deterministic from the batch's shape.  All or nothing, because what a step holds besides the console
+    (the loss's spectra, the encoder) is the same for a mono and a stereo step: a step that does not fit
+    keeps its peak where recomputing everything puts it (keeping some stages adds about 0.7 of what they keep
+    to the peak; README "Training and inference").
+    """
+    return () if sum(activation_bytes(batch, samples, input_channels, output_channels).values()) <= budget_bytes \
+        else STAGES
 
 
 def _kept(fn, *args, **kwargs):
@@ -167,4 +209,5 @@ class Console(torch.nn.Module):
         return render(x, self.sample_rate, params, staging_db, excerpt_offset_lu, output_channels, tail)
 
 
-__all__ = ["AudioError", "Console", "REFERENCE_LUFS", "check_audio", "render", "schema", "sends_on"]
+__all__ = ["AudioError", "Console", "REFERENCE_LUFS", "STAGES", "activation_bytes", "check_audio", "recompute_plan", "render",
+           "schema", "sends_on"]

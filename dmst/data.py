@@ -364,27 +364,39 @@ def to_mono(x: torch.Tensor) -> torch.Tensor:
     return x.mean(dim=0, keepdim=True)
 
 
+# Bins per block where the alignment's spectra are processed piecewise: a 3.5-minute take's spectrum has 2.3 M
+# bins, and every full-length float64 temporary of it is 19 MB (a pair-checking worker's peak is made of them).
+_BLOCK_BINS = 1 << 18
+
+
 def _smoothed_magnitude(mag: torch.Tensor, fraction: float = 1 / 3) -> torch.Tensor:
     """Moving average of a magnitude spectrum over a constant-Q window ``fraction`` of an octave wide."""
-    k = torch.arange(mag.shape[-1], dtype=torch.float64)
+    bins = mag.shape[-1]
     c = 2.0 ** (fraction / 2)
-    lo = torch.clamp(torch.floor(k / c) - 1, min=0).long()
-    hi = torch.clamp(torch.ceil(k * c) + 1, max=mag.shape[-1] - 1).long()
-    cs = torch.nn.functional.pad(torch.cumsum(mag.to(torch.float64), dim=-1), (1, 0))
-    return ((cs[..., hi + 1] - cs[..., lo]) / (hi + 1 - lo)).to(mag.dtype)
+    cs = torch.zeros(*mag.shape[:-1], bins + 1, dtype=torch.float64)
+    torch.cumsum(mag, dim=-1, dtype=torch.float64, out=cs[..., 1:])
+    out = torch.empty_like(mag)
+    for a in range(0, bins, _BLOCK_BINS):  # the windows' bounds block by block: the same values, no full-length indices
+        k = torch.arange(a, min(bins, a + _BLOCK_BINS), dtype=torch.float64)
+        lo = torch.clamp(torch.floor(k / c) - 1, min=0).long()
+        hi = torch.clamp(torch.ceil(k * c) + 1, max=bins - 1).long()
+        out[..., a:a + k.shape[0]] = ((cs[..., hi + 1] - cs[..., lo]) / (hi + 1 - lo)).to(mag.dtype)
+    return out
 
 
 @functools.lru_cache(maxsize=4)  # raw and mix share one per length; a catalogue has a few lengths at a time
 def _band_weight(nfft: int, rate: float, band: tuple[float, float]) -> torch.Tensor:
     """Raised-cosine band-pass weight on the rfft grid: 1 inside ``band``, 0 below half its low
     edge and above 4/3 of its high edge."""
-    f = torch.fft.rfftfreq(nfft, 1.0 / rate).to(torch.float64)
+    bins = nfft // 2 + 1
     lo, hi = band
-    w = torch.ones_like(f)
-    t_lo = torch.clamp(torch.log2(f.clamp_min(1e-9) / (lo / 2)), 0, 1)  # 0 at lo/2 -> 1 at lo
-    t_hi = torch.clamp(torch.log2(torch.full_like(f, hi * 4 / 3) / f.clamp_min(1e-9)) / math.log2(4 / 3), 0, 1)
-    w = w * 0.5 * (1 - torch.cos(math.pi * t_lo)) * 0.5 * (1 - torch.cos(math.pi * t_hi))
-    return w.to(torch.float32)
+    w = torch.empty(bins, dtype=torch.float32)
+    for a in range(0, bins, _BLOCK_BINS):  # piecewise, on torch.fft.rfftfreq's (float32) grid: the same values
+        f = torch.arange(a, min(bins, a + _BLOCK_BINS), dtype=torch.float32).mul_(1.0 / (nfft * (1.0 / rate))).double()
+        t_lo = torch.clamp(torch.log2(f.clamp_min(1e-9) / (lo / 2)), 0, 1)  # 0 at lo/2 -> 1 at lo
+        t_hi = torch.clamp(torch.log2(torch.full_like(f, hi * 4 / 3) / f.clamp_min(1e-9)) / math.log2(4 / 3), 0, 1)
+        w[a:a + f.shape[0]] = 0.5 * (1 - torch.cos(math.pi * t_lo)) * 0.5 * (1 - torch.cos(math.pi * t_hi))
+    return w
 
 
 def _fast_length(n: int) -> int:
@@ -397,7 +409,9 @@ def _whiten(x: torch.Tensor, nfft: int, rate: int) -> torch.Tensor:
     spec = torch.fft.rfft(x, n=nfft)
     mag = spec.abs()
     floor = mag.mean() * 1e-3 + 1e-20
-    return spec / (_smoothed_magnitude(mag) + floor) * _band_weight(nfft, rate, ANALYSIS_BAND_HZ)
+    smooth = _smoothed_magnitude(mag)
+    del mag
+    return spec.div_(smooth.add_(floor)).mul_(_band_weight(nfft, rate, ANALYSIS_BAND_HZ))
 
 
 def estimate_offset(
@@ -446,12 +460,15 @@ def estimate_offset(
     # Correlation at the refined lag, evaluated between samples (inverse DFT at a
     # fractional index, i.e. band-limited interpolation), over the norms of the
     # whitened signals where they overlap.
-    k = torch.arange(cross.shape[-1], dtype=torch.float64)
-    weight = torch.full_like(k, 2.0)
-    weight[0] = 1.0
-    weight[-1] = 1.0
-    phase = torch.exp(2j * math.pi * k * ((lag + frac) / nfft))
-    peak = float((weight * (cross.to(torch.complex128) * phase).real).sum()) / nfft
+    peak = 0.0
+    for a in range(0, cross.shape[-1], _BLOCK_BINS):  # piecewise: no full-length complex128 temporaries
+        k = torch.arange(a, min(cross.shape[-1], a + _BLOCK_BINS), dtype=torch.float64)
+        weight = torch.full_like(k, 2.0)
+        weight[k == 0] = 1.0
+        weight[k == cross.shape[-1] - 1] = 1.0
+        phase = torch.exp(2j * math.pi * k * ((lag + frac) / nfft))
+        peak += float((weight * (cross[a:a + k.shape[0]].to(torch.complex128) * phase).real).sum())
+    peak /= nfft
     rw = torch.fft.irfft(R, n=nfft)[:n_r]
     mw = torch.fft.irfft(M, n=nfft)[:n_m]
     a, b = (rw, mw[lag:]) if lag >= 0 else (rw[-lag:], mw)
@@ -592,14 +609,16 @@ def _atomic_write(path: Path, write: Callable) -> None:
 def _pack24(frames: np.ndarray, raw_channels: int) -> tuple[np.ndarray, tuple[float, float]]:
     """(n, channels) float32 -> ((n, 3 x channels) uint8 little-endian 24-bit, (raw step, mix step))."""
     scales = []
-    ints = np.empty(frames.shape, dtype="<i4")
     for cols in (slice(0, raw_channels), slice(raw_channels, None)):
         peak = float(np.abs(frames[:, cols]).max()) if frames[:, cols].size else 0.0
-        step = peak / _FULL_SCALE if peak > 0 else 1.0
-        np.rint(frames[:, cols] / step, out=ints[:, cols], casting="unsafe")
-        scales.append(step)
-    packed = ints.view(np.uint8).reshape(frames.shape[0], frames.shape[1], 4)[:, :, :3]
-    return np.ascontiguousarray(packed).reshape(frames.shape[0], -1), (scales[0], scales[1])
+        scales.append(peak / _FULL_SCALE if peak > 0 else 1.0)
+    steps = np.array([scales[0]] * raw_channels + [scales[1]] * (frames.shape[1] - raw_channels), dtype=np.float32)
+    packed = np.empty((frames.shape[0], frames.shape[1] * 3), dtype=np.uint8)
+    for a in range(0, frames.shape[0], _BLOCK_BINS):  # block by block: no full-length int32 copy of the song
+        ints = np.ascontiguousarray(np.rint(frames[a:a + _BLOCK_BINS] / steps), dtype="<i4")
+        packed[a:a + ints.shape[0]] = ints.view(np.uint8).reshape(ints.shape[0], ints.shape[1], 4)[:, :, :3].reshape(
+            ints.shape[0], -1)
+    return packed, (scales[0], scales[1])
 
 
 def _unpack24(packed: np.ndarray, raw_channels: int, scales) -> np.ndarray:

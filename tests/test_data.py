@@ -292,3 +292,54 @@ def test_split_by_song_deterministic_disjoint():
     t3, v3 = data.split_by_song(takes, 0.34, seed=1, song=lambda n: n.split("_")[0])
     assert {n.split("_")[0] for n in t3}.isdisjoint({n.split("_")[0] for n in v3})
     assert len(v3) == 4
+
+
+def test_long_signals_resample_in_blocks_as_torchaudio_does(monkeypatch):
+    """dmst's resampling convolves a long signal in blocks (no unfolded copy many times its size): the output is
+    torchaudio's, to float rounding, at the ratios the data path uses; a short signal takes torchaudio's call itself."""
+    from dmst import _torchaudio
+
+    monkeypatch.setattr(_torchaudio, "RESAMPLE_UNFOLD_MAX", 1 << 14)  # blocks of a few hundred frames: many seams
+    g = torch.Generator().manual_seed(3)
+    for orig, new, shape in [(2, 1, (20011,)), (48000, 44100, (2, 30001)), (44100, 48000, (1, 1, 20000)),
+                             (22050, 44100, (3, 7001))]:
+        x = torch.randn(*shape, generator=g)
+        got, want = _torchaudio.resample(x, orig, new), AF.resample(x, orig, new)
+        assert got.shape == want.shape
+        assert float((got - want).abs().max()) < 1e-6, (orig, new)
+    monkeypatch.setattr(_torchaudio, "RESAMPLE_UNFOLD_MAX", 1 << 24)
+    x = torch.randn(2, 5000, generator=g)
+    assert torch.equal(_torchaudio.resample(x, 48000, 44100), AF.resample(x, 48000, 44100))
+
+
+def test_spectral_smoothing_and_band_weight_in_blocks_match_a_direct_computation(monkeypatch):
+    """The alignment's constant-Q smoothing, computed block by block, is the moving average over each bin's
+    window [floor(k/c) - 1, ceil(k c) + 1] (c = 2^(1/6)), written out directly here; the band weight is the same
+    whatever the block size."""
+    monkeypatch.setattr(data, "_BLOCK_BINS", 97)
+    mag = torch.rand(1000, generator=torch.Generator().manual_seed(5))
+    c = 2.0 ** (1 / 6)
+    want = torch.tensor([float(mag[max(0, math.floor(k / c) - 1):min(999, math.ceil(k * c) + 1) + 1].double().mean())
+                         for k in range(1000)])
+    torch.testing.assert_close(data._smoothed_magnitude(mag).double(), want.double(), rtol=1e-6, atol=0)
+    small = data._band_weight(4000, 22050.0, data.ANALYSIS_BAND_HZ)
+    monkeypatch.setattr(data, "_BLOCK_BINS", 1 << 18)
+    data._band_weight.cache_clear()
+    assert torch.equal(small, data._band_weight(4000, 22050.0, data.ANALYSIS_BAND_HZ))
+    data._band_weight.cache_clear()
+
+
+def test_cache_packing_in_blocks_round_trips_within_one_step(monkeypatch):
+    """24-bit packing block by block: every sample comes back within one step of its channel group's scale
+    (half a step of rounding, plus float32's own near full scale), and the loudest sample uses the full scale."""
+    import numpy as np
+
+    monkeypatch.setattr(data, "_BLOCK_BINS", 1000)
+    rng = np.random.default_rng(0)
+    frames = (rng.standard_normal((3, 4321)) * [[0.01], [0.3], [0.2]]).astype(np.float32).T  # a transposed view
+    packed, scales = data._pack24(frames, raw_channels=1)
+    assert packed.shape == (4321, 9) and packed.dtype == np.uint8
+    back = data._unpack24(packed, 1, scales)
+    assert np.abs(back[:, :1] - frames[:, :1]).max() <= scales[0]
+    assert np.abs(back[:, 1:] - frames[:, 1:]).max() <= scales[1]
+    assert np.abs(frames[:, 1:]).max() / scales[1] == pytest.approx(data._FULL_SCALE)

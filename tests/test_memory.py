@@ -1,6 +1,7 @@
 """Training's memory savers change nothing but memory: the console's per-stage recomputation
-(``render(checkpoint=True)``) gives the same output and the same gradients as keeping every stage's
-intermediates.  The reference is the same chain run with autograd keeping everything."""
+(``render(checkpoint=True)``, or a chosen set of stages) gives the same output and the same gradients
+as keeping every stage's intermediates.  The reference is the same chain run with autograd keeping
+everything.  Which stages a step recomputes follows from its shape and a budget (``recompute_plan``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +11,9 @@ import soundfile as sf
 import torch
 
 from dmst import schema
-from dmst.console import render
+import pytest
+
+from dmst.console import STAGES, activation_bytes, recompute_plan, render
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SR = 44100
@@ -29,7 +32,7 @@ def _clip(seconds: float = 0.6) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x[: int(seconds * sr), :1].T))[None]
 
 
-def _render_and_grads(checkpoint: bool):
+def _render_and_grads(checkpoint):
     flat = {f"{g}.{k}": v for g, d in schema.default_dict().items() for k, v in d.items()}
     flat.update(OVERRIDES)
     params = {k: torch.full((1,), float(v), dtype=torch.float32, requires_grad=True) for k, v in flat.items()}
@@ -40,9 +43,11 @@ def _render_and_grads(checkpoint: bool):
     return y.detach(), {k: p.grad for k, p in params.items()}
 
 
-def test_recomputed_stages_give_the_same_render_and_gradients():
+@pytest.mark.parametrize("checkpoint", [True, ("gate", "compressor", "deesser", "sends", "limiter")],
+                         ids=["every stage", "some stages"])
+def test_recomputed_stages_give_the_same_render_and_gradients(checkpoint):
     kept, grads_kept = _render_and_grads(checkpoint=False)
-    recomputed, grads_recomputed = _render_and_grads(checkpoint=True)
+    recomputed, grads_recomputed = _render_and_grads(checkpoint=checkpoint)
     assert kept.shape[1] == 2 and float((kept[:, 0] - kept[:, 1]).abs().max()) > 1e-3  # the sends made it stereo
     torch.testing.assert_close(recomputed, kept, rtol=0, atol=1e-6)
     moved = [k for k, g in grads_kept.items() if g is not None and float(g.abs().max()) > 0]
@@ -67,3 +72,32 @@ def test_validation_crops_are_read_again_each_time_and_are_the_crops_drawn_pair_
             assert torch.equal(raw, raw_e) and torch.equal(mix, mix_e)
             assert torch.equal(staging, staging_e) and torch.equal(offset, offset_e)
     assert not torch.equal(got[0][1], got[1][1][..., : got[0][1].shape[-1]])  # different pairs, different crops
+
+
+def test_recompute_plan_keeps_every_stage_within_the_budget_and_recomputes_every_stage_beyond_it():
+    import train
+
+    mono = dict(batch=8, samples=5 * SR, input_channels=1)
+    sizes = activation_bytes(**mono)
+    total = sum(sizes.values())
+    assert set(sizes) == set(STAGES) and all(v > 0 for v in sizes.values())
+    assert recompute_plan(**mono) == ()  # no budget: keep everything
+    assert recompute_plan(**mono, budget_bytes=total) == ()
+    assert recompute_plan(**mono, budget_bytes=total - 1) == STAGES
+    assert recompute_plan(**mono, budget_bytes=0) == STAGES
+    # The shape decides: a stereo output doubles the late stages, twice the crop doubles every stage.
+    stereo = activation_bytes(**mono, output_channels=2)
+    assert stereo["limiter"] == 2 * sizes["limiter"] and stereo["eq"] == sizes["eq"]
+    assert activation_bytes(8, 10 * SR, 1)["eq"] == 2 * sizes["eq"]
+    # train.py's default budget: bench_train's mono step (8 x 5 s) keeps its stages, its stereo step recomputes them.
+    budget = train.DEFAULTS["activation_budget"] * 1e6
+    assert recompute_plan(**mono, budget_bytes=budget) == ()
+    assert recompute_plan(**mono, output_channels=2, budget_bytes=budget) == STAGES
+
+
+def test_unknown_stage_names_are_refused():
+    x = _clip(0.1)
+    params = {f"{g}.{k}": torch.full((1,), float(v)) for g, d in __import__("dmst").schema.default_dict().items()
+              for k, v in d.items()}
+    with pytest.raises(ValueError, match="unknown console stages"):
+        render(x, SR, params, checkpoint=("gate", "reverbb"))

@@ -12,7 +12,7 @@ import torch
 
 import train
 from dmst import schema
-from dmst.console import render
+from dmst.console import STAGES, render
 from dmst.encoder import load_model, read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +55,10 @@ def test_training_lowers_the_loss(tmp_path):
     ckpt = read_checkpoint(tmp_path / "run" / "model.pt")
     assert ckpt["versions"]["torch"] == torch.__version__ and ckpt["sample_rate"] == 44100
     assert ckpt["meta"]["training"]["pairs_usable"] == 6
+    recompute = metrics["data"]["console_recompute"]  # recorded, from the step's shape and the budget
+    assert recompute == ckpt["meta"]["training"]["console_recompute"]
+    assert recompute["activation_budget_mb"] == train.DEFAULTS["activation_budget"]
+    assert recompute["stages"] == ([] if recompute["estimated_mb"] <= recompute["activation_budget_mb"] else list(STAGES))
 
 
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
