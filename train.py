@@ -12,8 +12,11 @@ the loss compares the render with the engineer's mix; gradients flow back throug
 effects into the encoder.  Training stops when the validation loss has not improved
 by --min-delta for --patience epochs, at --time-budget, or at --epochs, whichever
 comes first.  Writes RUN_DIR/model.pt (best on validation), last.pt (resumable),
-metrics.json and cache/ (the checked pairs; see --cache-dir).  Read top to bottom:
-setup, data, model, loop.
+metrics.json and cache/ (the checked pairs; see --cache-dir).  A fresh model starts at the
+training start (the sends, the de-esser and the gate a little on, where they have a gradient:
+:data:`dmst.schema.TRAINING_START`); at the end, each of them that the best model buys less than
+0.5 % of the validation loss with is switched off in model.pt (:mod:`dmst.switches`, as ``dmst fit``
+does), so a model of dry mixes renders dry.  Read top to bottom: setup, data, model, loop, end.
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ from dmst.encoder.features import SAMPLE_RATE
 from dmst.encoder.model import atomic_save, resolve_model_path
 from dmst.losses import MixLoss
 from dmst.metrics import audio_metrics, mean_metrics
+from dmst.switches import SWITCHES, TOLERANCE, pin_defaults, switch_off
 
 FEW_PAIRS = 10  # below this, one global setting often beats a network
 DEFAULTS = {"init": None, "global_only": False, "cache_dir": None, "workers": min(2, os.cpu_count() or 1),
@@ -153,7 +157,7 @@ class ValidationCrops:
             yield batch_of_crops([p], length, torch.Generator().set_state(state), device, channels, sample_rate)
 
 
-def predict_and_render(encoder, raw, context, sample_rate=SAMPLE_RATE, channels=None, checkpoint=True):
+def predict_and_render(encoder, raw, context, sample_rate=SAMPLE_RATE, channels=None, checkpoint=True, off=()):
     """The whole differentiable path: staged raw -> encoder -> settings -> console -> mix (in ``channels``).
 
     The encoder hears the mean of the channels at 44.1 kHz, as ``DmstModel.predict`` does.
@@ -162,10 +166,12 @@ def predict_and_render(encoder, raw, context, sample_rate=SAMPLE_RATE, channels=
     in stereo, the loudness measured on both channels (BS.1770 sums them).
     ``checkpoint``: the console stages recomputed in the backward pass instead of kept (True:
     every stage; see :func:`dmst.console.render` and :func:`recompute_stages`).
+    ``off``: keys predicted as exactly their defaults (what a :class:`DmstModel` pins: untrained rows,
+    switched-off effects).
     """
     staging, offset = context
     heard = resample(raw.mean(1), sample_rate, SAMPLE_RATE)
-    params = schema.denormalize(encoder(heard * 10 ** (staging[:, None] / 20)))
+    params = schema.denormalize(pin_defaults(encoder(heard * 10 ** (staging[:, None] / 20)), off))
     layout = 2 if channels == 2 and raw.shape[1] == 1 else None
     return render(raw, sample_rate, params, staging_db=staging, excerpt_offset_lu=offset, output_channels=layout,
                   checkpoint=checkpoint)
@@ -234,17 +240,49 @@ def start_limiter_at(encoder, ceiling_dbtp: float) -> float:
 
 
 @torch.no_grad()
-def evaluate(encoder, val_batches, loss_fn, sample_rate, channels):
-    """Mean loss (and its terms) and audio metrics of the encoder on fixed validation crops."""
+def evaluate(encoder, val_batches, loss_fn, sample_rate, channels, off=()):
+    """Mean loss (and its terms) and audio metrics of the encoder on fixed validation crops (``off``: keys held at
+    their defaults, see :func:`predict_and_render`)."""
     encoder.eval()
     losses, rows = [], []
     for raw, mix, context in val_batches:
-        pred = predict_and_render(encoder, raw, context, sample_rate, channels)
+        pred = predict_and_render(encoder, raw, context, sample_rate, channels, off=off)
         terms = {k: float(v) for k, v in loss_fn.terms(pred, mix).items()}
         losses.append(sum(loss_fn.weights[k] * v for k, v in terms.items()))
         rows.append({**audio_metrics(pred.cpu(), mix.cpu(), sample_rate), **{f"loss_{k}": v for k, v in terms.items()}})
     encoder.train()
     return {"loss": sum(losses) / len(losses), **mean_metrics(rows)}
+
+
+def switch_off_what_the_mixes_do_not_need(path, val_batches, loss_fn, sample_rate, channels, device) -> dict:
+    """The end of training: in the model file ``path`` (the best on validation), switch off each send, the
+    de-esser and the gate where the validation loss is less than :data:`dmst.switches.TOLERANCE` higher
+    without it (:func:`dmst.switches.switch_off`, the step ``dmst fit`` ends with).
+
+    A fresh model starts them a little on so that they have a gradient; on mixes without a space (or without
+    esses to tame, or noise to gate), training turns them down but not all the way to off, and a reverb left
+    at -40 dB makes a dry vocal stereo with a tail.  A switched-off effect is recorded in the model
+    (``switched_off``), which then predicts it exactly off; its network is kept as it is, so fine-tuning the
+    model on mixes that have the effect starts from where training left it and can turn it back on.
+    Returns the record kept in the model's meta and metrics.json (``switch_off``).
+    """
+    model = model_from_checkpoint(read_checkpoint(path))
+    if "switch_off" in model.meta:  # done already (a resumed run that had finished)
+        return model.meta["switch_off"]
+    encoder, pinned = model.encoder.to(device), model.pinned
+    seen = {}
+
+    def loss_with_off(keys):
+        seen[keys] = evaluate(encoder, val_batches, loss_fn, sample_rate, channels, off=pinned + keys)
+        return seen[keys]["loss"]
+
+    off, changes = switch_off(loss_with_off, [k for k in SWITCHES if k not in pinned])
+    record = {"switched_off": list(off), "tolerance": TOLERANCE, "loss_change": {k: round(v, 6) for k, v in changes.items()},
+              "val_loss_before": seen[()]["loss"], "val_loss_after": seen[off]["loss"] if off else seen[()]["loss"]}
+    model.switched_off = tuple(dict.fromkeys(model.switched_off + off))
+    model.meta = {**model.meta, "switch_off": record}
+    model.save(path)
+    return record
 
 
 def main(argv=None):
@@ -266,7 +304,8 @@ def main(argv=None):
                      f"continue the run, or start a new run in another --out (--init {out / 'model.pt'} to build on it)")
             if k not in args.given:
                 setattr(args, k, recorded[k])
-        if resume.get("finished"):
+        if resume.get("finished") and (not (out / "model.pt").exists()
+                                       or "switch_off" in read_checkpoint(out / "model.pt").get("meta", {})):
             print(f"run in {out} already finished after epoch {resume['epoch']} ({resume.get('stop_reason', 'done')}); "
                   f"to train more, start a new run with --init {out / 'model.pt'}")
             return 0
@@ -303,20 +342,24 @@ def main(argv=None):
     val_batches = ValidationCrops(val_pairs, crop, val_gen, device, channels, rate)
 
     # ---- model: fresh, fine-tuned from --init, or resumed ------------------------
+    start_pinned = ()  # what the start model predicts as exactly its defaults: its baseline is rendered so
     if resume is not None:
         encoder = model_from_checkpoint(resume["model"]).encoder
     elif args.init is not None:
         try:
-            init_ckpt = read_checkpoint(resolve_model_path(args.init))
+            init_model = model_from_checkpoint(read_checkpoint(resolve_model_path(args.init)))
         except ModelError as e:
             fail(str(e))
-        encoder = model_from_checkpoint(init_ckpt).encoder
+        # Its network trains whole: rows a migration added start at the training start, switched-off effects
+        # where the model's training left them; the end step decides again what is off.
+        encoder, start_pinned = init_model.encoder, init_model.pinned
         if args.global_only:  # keep the init model's learned default (and fixed slope) as the starting global setting
             logits = encoder.default_logits.detach().clone()
             encoder = Encoder(global_only=True, fixed=encoder.fixed)
             encoder.default_logits.data.copy_(logits)
-    else:
-        encoder = Encoder(global_only=args.global_only)
+    else:  # at the training start: every effect where it has a gradient (the end step switches off the unused)
+        encoder = Encoder(global_only=args.global_only, training_start=True)
+        start_pinned = DmstModel(encoder).pinned  # an untrained model predicts the defaults
     encoder.to(device).train()
     # The learned default moves faster than the network: it carries the style's average.
     base_lrs = [args.lr * 10, args.lr]
@@ -339,7 +382,8 @@ def main(argv=None):
         plateau_best, waited = math.inf, 0
         # Baselines on the same validation crops: the raw input itself, and the model we start from.
         raw_rows = [audio_metrics(to_layout(raw, channels).cpu(), mix.cpu(), rate) for raw, mix, _ in val_batches]
-        baselines = {"raw_input": mean_metrics(raw_rows), "init_model": evaluate(encoder, val_batches, loss_fn, rate, channels)}
+        baselines = {"raw_input": mean_metrics(raw_rows),
+                     "init_model": evaluate(encoder, val_batches, loss_fn, rate, channels, off=start_pinned)}
 
     # ---- the high-pass slope: not learned (a choice of four has no gradient), held fixed in the model ----
     slope_choice = resume.get("high_pass_slope") if resume is not None else None
@@ -386,7 +430,7 @@ def main(argv=None):
 
     # ---- training loop: until the plateau, the budget or --epochs -------------------
     steps_per_epoch = math.ceil(len(train_pairs) / args.batch_size)
-    stop_reason = None
+    stop_reason = (resume.get("stop_reason") or "done") if resume is not None and resume.get("finished") else None
     epoch = first_epoch
     while stop_reason is None:
         # Each epoch's shuffling and crops come from (seed, epoch) alone, so a resumed run repeats them exactly.
@@ -445,13 +489,23 @@ def main(argv=None):
         epoch += 1
 
     print(f"stopped: {stop_reason or 'done'}")
+
+    # ---- end: switch off the effects the best model has no use for ------------------------
+    if (out / "model.pt").exists():
+        record = switch_off_what_the_mixes_do_not_need(out / "model.pt", val_batches, loss_fn, rate, channels, device)
+        write_metrics(out, history, baselines, data_summary, switch_off=record)
+        kept = [k for k in record["loss_change"] if k not in record["switched_off"]]
+        print(f"switched off (less than {100 * TOLERANCE:g} % of the validation loss each): "
+              f"{', '.join(record['switched_off']) or 'nothing'}; kept on: {', '.join(kept) or 'nothing'} "
+              f"(validation loss {record['val_loss_before']:.4f} -> {record['val_loss_after']:.4f})")
     print(f"best validation loss {best_val:.4f} (init model {baselines['init_model']['loss']:.4f}); model: {out / 'model.pt'}")
     return 0
 
 
-def write_metrics(out: Path, history, baselines, data_summary) -> None:
+def write_metrics(out: Path, history, baselines, data_summary, switch_off=None) -> None:
     tmp = out / ".metrics.json.tmp"
-    tmp.write_text(json.dumps({"baselines": baselines, "epochs": history, "data": data_summary}, indent=2))
+    end = {} if switch_off is None else {"switch_off": switch_off}
+    tmp.write_text(json.dumps({"baselines": baselines, "epochs": history, "data": data_summary, **end}, indent=2))
     tmp.replace(out / "metrics.json")
 
 

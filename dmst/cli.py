@@ -402,11 +402,10 @@ def cmd_render(args) -> int:
             raise CliError("--save-params and the audio output are the same file; choose another name")
         check_output(args.save_params, inputs + ([Path(args.params)] if args.params else []), args.force)
 
-    from .effects._llvm import compile_render_kernels, use_cores_for_kernels
+    from .effects._llvm import compile_render_kernels
+    from .threads import use_threads_for_rendering
 
-    # torch's own operations on one thread, the compiled loops and the sends' FFT blocks on the cores:
-    # on a CPU shared with other jobs torch's spinning OpenMP threads doubled the render's time.
-    use_cores_for_kernels()
+    use_threads_for_rendering()  # torch on one thread, the compiled loops on the cores (as dmst serve does)
     _reuse_freed_memory()
     with ThreadPoolExecutor(max_workers=1) as pool:  # the kernels compile while the files are read
         compiling = pool.submit(compile_render_kernels)
@@ -517,30 +516,20 @@ def draw_settings(nested, sample_rate: int, before=None, after=None):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
     import torch
 
     from .effects.compressor import gain_computer
     from .effects.eq import parametric_eq
     from .effects.post_eq import post_eq
+    from .effects.responses import magnitude_response_db
     from .effects.saturation import transfer_curve
 
     fig, axes = plt.subplots(3, 2, figsize=(12, 12.5))
     (ax_eq, ax_comp), (ax_sat, ax_ds), (ax_space, ax_spec) = axes
 
     # EQ magnitude responses: an impulse through the effects themselves (the render path), its spectrum.
-    n_fft = 2**16
-    impulse = torch.zeros(1, 1, n_fft, dtype=torch.float64)
-    impulse[..., 0] = 1.0
-    freqs = np.fft.rfftfreq(n_fft, 1 / sample_rate)
-
-    def response_db(effect, settings):
-        with torch.no_grad():
-            h = np.fft.rfft(effect(impulse, sample_rate, **settings)[0, 0].numpy())
-        return 20 * np.log10(np.maximum(np.abs(h), 1e-12))
-
-    mag = response_db(parametric_eq, nested["eq"])
-    post = response_db(post_eq, nested["post_eq"])
+    freqs, mag = magnitude_response_db(parametric_eq, sample_rate, nested["eq"])
+    _, post = magnitude_response_db(post_eq, sample_rate, nested["post_eq"])
     band = freqs >= 10
     ax_eq.semilogx(freqs[band], mag[band], color="C0", label="EQ")
     ax_eq.semilogx(freqs[band], post[band], color="C4", lw=1, label="post-compressor EQ")

@@ -11,7 +11,9 @@ sends, the de-esser and the gate are off and have no gradient, so a fit starts f
 of searched for: its loudness, its true peak (the limiter's ceiling) and, by deconvolution,
 the time of its echo (the loss is far from convex in a delay time).  A third of the way in,
 the reverb's length is chosen from a coarse grid (:func:`_search_decay`).  A song is fitted on
-short excerpts, one per step, and its output loudness is then solved on the whole song.
+short excerpts, one per step, and its output loudness is then solved on the whole song.  At the
+end, the sends, the de-esser and the gate (started on) are switched off exactly where they lower the loss by
+less than 0.5 % (:func:`dmst.switches.switch_off`, as ``dmst train`` does): a dry mix comes back dry.
 
 It answers "what did I do on that song?", and it is the per-song ceiling a trained model is
 measured against.
@@ -33,6 +35,7 @@ from .effects._sends import fast_length
 from .effects.gain import integrated_loudness, staging_gain_db
 from .encoder.model import clamp_to_ranges
 from .losses import MixLoss
+from .switches import pin_defaults, switch_off
 
 WHOLE_SECONDS = 20.0  # a pair up to this long is fitted whole, every step
 # A longer song is fitted on short excerpts, one per step (a step costs the same for any song length).
@@ -51,8 +54,6 @@ ECHO_SEARCH_SECONDS = 60.0
 # The reverb-length search (_search_decay): RT60s spaced 1.5x over decay_s's range, scored on a few excerpts.
 DECAY_GRID = (0.25, 0.4, 0.6, 0.9, 1.35, 2.0, 3.0, 4.5)
 DECAY_SEARCH_EXCERPTS = 4
-# Effects a fit starts on and switches off at the end when the mix does not need them (off = the default).
-SWITCHES = ("delay.send_db", "reverb.send_db", "deesser.range_db", "gate.range_db")
 
 
 def excerpt_pool(raw: torch.Tensor, mixed: torch.Tensor, sample_rate: int, seconds: float = EXCERPT_SECONDS,
@@ -193,28 +194,6 @@ def _search_decay(logits: torch.Tensor, loss_of, idx: torch.Tensor, envelope) ->
     logits[0, key] = candidates[min(range(len(scores)), key=scores.__getitem__)]
 
 
-SWITCH_OFF_TOLERANCE = 0.005  # an effect that lowers the fit's loss by less than 0.5 % is not worth having on
-
-
-@torch.no_grad()
-def _switch_off_what_does_not_help(logits: torch.Tensor, loss_of, idx: torch.Tensor) -> None:
-    """Turn each effect a fit starts a little on (the sends, the de-esser, the gate: TRAINING_START) off again,
-    in ``logits`` (in place), where the loss on the excerpts ``idx`` is less than ``SWITCH_OFF_TOLERANCE``
-    (relative) higher without it.
-
-    A fit starts them on so they have a gradient; descent only turns down what the mix does not have, and
-    rarely all the way to off in a few hundred steps.  A dry mix should come back dry: a send left at -50 dB
-    buys a loss a hair lower on noise, and would make the render stereo with a tail.
-    """
-    for key in SWITCHES:
-        i = schema.KEYS.index(key)
-        off = schema.BY_KEY[key].normalize(torch.tensor(schema.BY_KEY[key].default, dtype=torch.float64))
-        trial = logits.detach().clone()
-        trial[0, i] = float(torch.logit(off.clamp(1e-3, 1 - 1e-3)))
-        if float(loss_of(trial, idx)) <= (1 + SWITCH_OFF_TOLERANCE) * float(loss_of(logits.detach(), idx)):
-            logits[0, i] = trial[0, i]
-
-
 def fit_params(raw: torch.Tensor, mixed: torch.Tensor, sample_rate: int, steps: int = DEFAULT_STEPS, lr: float = LR,
                progress: bool = False, init: dict | None = None, staging_db: float | None = None,
                threads: int | None = FIT_THREADS, high_pass_slope_db: float | None = None) -> tuple[dict, float]:
@@ -282,8 +261,8 @@ def _fit(raw, mixed, sample_rate, steps, lr, progress, init, staging_db, high_pa
     # A mono raw for a stereo mix: the dry chain runs once, the console returns stereo (centred dry, stereo sends).
     layout = 2 if raw.shape[0] == 1 and channels == 2 else None
 
-    def loss_of(u_logits, idx, loss=loss_fn):
-        params = schema.denormalize(torch.sigmoid(u_logits).expand(len(idx), -1))
+    def loss_of(u_logits, idx, loss=loss_fn, off=()):
+        params = schema.denormalize(pin_defaults(torch.sigmoid(u_logits), off).expand(len(idx), -1))
         y = render(raw_x[idx], sample_rate, params, staging_db=staging[idx], excerpt_offset_lu=offset[idx],
                    output_channels=layout)
         return loss(to_layout(y, channels), mix_x[idx])
@@ -318,11 +297,14 @@ def _fit(raw, mixed, sample_rate, steps, lr, progress, init, staging_db, high_pa
             it.set_postfix(loss=f"{value:.4f}")
     # Whole: the best setting seen; minibatches (losses not comparable): the final, annealed one.
     final = (best[1] if whole_batch and steps else logits.detach()).clone()
-    if not init:
-        _switch_off_what_does_not_help(final, loss_of, torch.arange(min(raw_x.shape[0], DECAY_SEARCH_EXCERPTS)))
+    off = ()
+    if not init:  # the sends, the de-esser and the gate started on: each stays on only where it earns its place
+        idx = torch.arange(min(raw_x.shape[0], DECAY_SEARCH_EXCERPTS))
+        off, _ = switch_off(lambda keys: loss_of(final, idx, off=keys))
     with torch.no_grad():  # scored on the whole pool
-        best = (float(loss_of(final, torch.arange(raw_x.shape[0]))), final)
-    params = schema.unstack(clamp_to_ranges(schema.denormalize(torch.sigmoid(best[1]).double())))[0]
+        best = (float(loss_of(final, torch.arange(raw_x.shape[0]), off=off)), final)
+    # A switched-off effect is exactly its default (off), not the sigmoid's nearest value to it.
+    params = schema.unstack(clamp_to_ranges(schema.denormalize(pin_defaults(torch.sigmoid(best[1]).double(), off))))[0]
     if math.isfinite(whole_lufs):  # the whole-song loudness solve
         out = schema.BY_KEY["output.loudness_lufs"]
         params["output"]["loudness_lufs"] = min(max(whole_lufs, out.minimum), out.maximum)

@@ -6,15 +6,21 @@
    their licences), except the `fillets-ng-data-cs` package, which is held out for the
    style benchmark (bench/quality.py).
 2. Mixes each one with the knowledge-engineered house style (dmst/house_style.py),
-   which adapts its settings to each recording.
-3. Trains the encoder on those (raw, house mix) pairs with train.py, within a CPU
-   time budget, and installs the best model as the bundled default.
+   which adapts its settings to each recording (de-essing sibilant takes, a modest room on
+   the reverb send), delivered as an engineer bounces it: stereo (the dry voice centred, the
+   returns in stereo) with ``TAIL_S`` of the room's tail after the take.
+3. Trains the encoder from scratch on those (raw, house mix) pairs with train.py, within a
+   CPU time budget (it starts the sends and the de-esser a little on, so it learns them, and
+   switches off at the end what the mixes do not need), and installs the best model as the
+   bundled default (a stereo model: it renders a mono take as a centred stereo mix).
 
 Only the model weights are committed, not the recordings.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -31,6 +37,9 @@ from dmst.house_style import house_style, mix  # noqa: E402
 
 HELD_OUT_PACKAGES = ("fillets-ng-data-cs",)
 MIN_SECONDS = 0.6
+# How the house mixes are delivered: stereo, with the room's tail (RT60 0.9 s: 1.5 s is where it has fallen
+# about 100 dB) after the take.  Recorded in WORK/recipe.json: other pairs in WORK/data are made again.
+RECIPE = {"output_channels": 2, "tail_s": 1.5}
 
 
 def voice_files(voices: Path, limit: int) -> list[Path]:
@@ -51,7 +60,7 @@ def make_pairs(files, data: Path, style=house_style) -> int:
         x, sr = sf.read(f, dtype="float32", always_2d=True)
         if x.shape[0] < MIN_SECONDS * sr:
             continue
-        mixed, _ = mix(torch.from_numpy(x.T.copy()), sr, style=style)
+        mixed, _ = mix(torch.from_numpy(x.T.copy()), sr, style=style, **RECIPE)
         sf.write(data / "raw" / f"{f.stem}.flac", x, sr, subtype="PCM_24")
         sf.write(data / "mixed" / f"{f.stem}.wav", mixed.T.numpy(), sr, subtype="FLOAT")
         n += 1
@@ -68,16 +77,26 @@ def main(argv=None):
     p.add_argument("--install", action="store_true", help="copy the result to dmst/models/default.pt")
     args = p.parse_args(argv)
     work = Path(args.work)
-    data = work / "data"
-    if not (data / "raw").exists():
+    data, recipe = work / "data", work / "recipe.json"
+    wanted = {**RECIPE, "voices": str(Path(args.voices).resolve()), "max_files": args.max_files}
+    if not (data / "raw").exists() or not recipe.exists() or json.loads(recipe.read_text()) != wanted:
+        shutil.rmtree(data, ignore_errors=True)  # pairs of another recipe (e.g. the mono mixes without tails)
         n = make_pairs(voice_files(Path(args.voices), args.max_files), data)
+        recipe.write_text(json.dumps(wanted, indent=2))
         print(f"made {n} house-style pairs in {data}")
     run = work / "run"
-    train.main(["--data", str(data), "--out", str(run), "--epochs", str(args.epochs), "--time-budget", str(args.minutes),
-                "--crop-seconds", "2.0", "--batch-size", "16", "--lr", "1e-3", "--seed", "0", "--val-fraction", "0.1"])
+    shutil.rmtree(run, ignore_errors=True)  # a fresh run each time: nothing of an earlier one in its files
+    status = train.main(["--data", str(data), "--out", str(run), "--epochs", str(args.epochs), "--time-budget",
+                         str(args.minutes), "--crop-seconds", "2.0", "--batch-size", "16", "--lr", "1e-3", "--seed", "0",
+                         "--val-fraction", "0.1", "--cache-dir", str(work / "cache")])
+    if status != 0 or not (run / "model.pt").exists():
+        print("make_default_model: error: training did not produce a model; see its output above", file=sys.stderr)
+        return 2
     model = load_model(run / "model.pt")
     model.name = "default"
-    model.meta["style"] = "house style (dmst/house_style.py), real voices from shared/data/voices except fillets-ng-data-cs"
+    model.meta["style"] = ("house style (dmst/house_style.py), stereo mixes with 1.5 s tails, real voices from "
+                           "shared/data/voices except fillets-ng-data-cs")
+    model.meta["recipe"] = dict(RECIPE)
     if args.install:
         target = ROOT / "dmst" / "models" / "default.pt"
         model.save(target)

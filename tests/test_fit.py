@@ -32,6 +32,8 @@ def test_fit_recreates_a_known_mix_through_the_cli(tmp_path):
     assert dmst_main(["fit", str(raw_path), str(mix_path), "-o", str(params_path), "--steps", "50"]) == 0
     doc = json.loads(params_path.read_text())
     assert doc["meta"]["offset_ms"] == 0.0 and set(schema.GROUPS) <= set(doc)
+    # a dry mix comes back dry: the sends (started on) switched off exactly, not left at the sigmoid's edge
+    assert doc["delay"]["send_db"] == -60.0 and doc["reverb"]["send_db"] == -60.0
     assert dmst_main(["render", str(raw_path), "--params", str(params_path), "-o", str(out_path), "--bit-depth", "32f"]) == 0
 
     def t(a):

@@ -177,15 +177,38 @@ def test_settings_round_trip_params_edit_mix(client, vocal_bytes, tmp_path):
     assert r.content == out.read_bytes()
 
 
-def test_curves_come_from_the_settings(client):
+def _rbj_peaking(f0: float, gain_db: float, q: float, fs: float) -> np.ndarray:
+    """The peaking EQ of R. Bristow-Johnson's Audio EQ Cookbook (W3C), as one normalised SOS row (numpy)."""
+    A, w0 = 10 ** (gain_db / 40), 2 * np.pi * f0 / fs
+    alpha = np.sin(w0) / (2 * q)
+    b = np.array([1 + alpha * A, -2 * np.cos(w0), 1 - alpha * A])
+    a = np.array([1 + alpha / A, -2 * np.cos(w0), 1 - alpha / A])
+    return np.concatenate([b / a[0], a / a[0]])
+
+
+@pytest.mark.parametrize("sr", [44100, 48000])
+def test_curves_come_from_the_settings(client, sr):
+    """The EQ curves are the filters that render: against scipy's sosfreqz of the same biquads (scipy's Butterworth
+    high- and low-pass, the cookbook's bell; the shelves at 0 dB are flat) within 0.01 dB over 20 Hz-20 kHz, and
+    the compressor's static curve 4:1 above a hard knee."""
+    import scipy.signal as ss
+
     from dmst import schema
 
     settings = schema.default_dict()
-    settings["eq"].update(presence_freq_hz=4000.0, presence_gain_db=6.0, presence_q=1.0)
+    settings["eq"].update(presence_freq_hz=4000.0, presence_gain_db=6.0, presence_q=1.0, high_pass_slope_db=24.0)
+    settings["post_eq"].update(bell_freq_hz=800.0, bell_gain_db=-4.0, bell_q=2.0)
     settings["compressor"].update(threshold_db=-20.0, ratio=4.0, knee_db=0.0, makeup_gain_db=0.0)
-    c = client.post("/v1/curves", json={"settings": settings, "points": 512}).json()
-    f, g = np.array(c["eq"]["freq_hz"]), np.array(c["eq"]["gain_db"])
-    assert abs(g[np.argmin(abs(f - 4000))] - 6.0) < 0.3  # the bell's peak, at its centre
+    c = client.post("/v1/curves", json={"settings": settings, "points": 512, "sample_rate": sr}).json()
+    e = settings["eq"]
+    eq_ref = np.concatenate([ss.butter(4, e["high_pass_freq_hz"], "highpass", fs=sr, output="sos"),
+                             _rbj_peaking(4000.0, 6.0, 1.0, sr)[None],
+                             ss.butter(2, e["low_pass_freq_hz"], "lowpass", fs=sr, output="sos")])
+    for name, ref in (("eq", eq_ref), ("post_eq", _rbj_peaking(800.0, -4.0, 2.0, sr)[None])):
+        f, g = np.array(c[name]["freq_hz"]), np.array(c[name]["gain_db"])
+        assert f[0] == pytest.approx(20.0, abs=1.0) and f[-1] == pytest.approx(20000.0, abs=1.0) and len(f) == 512
+        want = 20 * np.log10(np.abs(ss.sosfreqz(ref, worN=f, fs=sr)[1]))
+        assert np.abs(g - want).max() < 0.01, (name, np.abs(g - want).max())
     x, y = np.array(c["compressor"]["input_db"]), np.array(c["compressor"]["output_db"])
     above = x > -10
     assert np.allclose(y[above], -20 + (x[above] + 20) / 4, atol=1e-9)  # 4:1 above a hard knee
@@ -552,3 +575,51 @@ def test_schemathesis_finds_no_server_errors(server):
 
         fuzz()
     assert len(seen) > 50
+
+
+# ---------------------------------------------------------------------------
+# the thread policy, shared with dmst render
+# ---------------------------------------------------------------------------
+
+@pytest.fixture()
+def two_torch_threads():
+    import torch
+
+    from dmst.effects import _llvm
+
+    before, kernels = torch.get_num_threads(), _llvm._kernel_threads
+    _llvm._kernel_threads = None  # as in a fresh process: the kernels follow torch's count until told otherwise
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+    _llvm._kernel_threads = kernels
+
+
+@pytest.mark.parametrize("entry", ["dmst render", "dmst serve"])
+def test_render_and_the_service_run_torch_on_one_thread_and_the_kernels_on_the_cores(entry, two_torch_threads, tmp_path):
+    """In a process with two torch threads, rendering a file and starting the service both leave torch's own
+    operations on one thread and the compiled render loops on two (the service says so in /health).  Checked in
+    a new thread, as the service's renders run: with OpenMP, torch's count is per thread, and a thread takes the
+    process's setting when it first uses torch."""
+    import torch
+
+    from dmst.effects._llvm import kernel_threads
+
+    if entry == "dmst render":
+        from dmst.cli import main as dmst_main
+
+        assert dmst_main(["render", str(ROOT / "examples" / "sing_me_a_song.wav"), "-o", str(tmp_path / "out.wav")]) == 0
+    else:
+        from fastapi.testclient import TestClient
+
+        from dmst.serve.app import create_app
+        from dmst.serve.settings import ServeSettings
+
+        with TestClient(create_app(ServeSettings(data_dir=tmp_path / "data"))) as c:
+            pool = c.get("/health").json()["render_pool"]
+        assert (pool["torch_threads"], pool["kernel_threads"]) == (1, 2)
+    seen = []
+    worker = threading.Thread(target=lambda: seen.append((torch.get_num_threads(), kernel_threads())))
+    worker.start()
+    worker.join()
+    assert seen == [(1, 2)]

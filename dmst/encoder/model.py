@@ -6,6 +6,8 @@ were trained for, the sample rate, library versions, a summary of the training d
 and, for models trained since ``output_channels`` existed, the channel layout of the
 engineer's mixes they learned from (1 or 2): a model trained on stereo mixes renders
 stereo, even from a mono raw.  Older files have none and render in the input's layout.
+``switched_off`` lists the effects (:data:`dmst.switches.SWITCHES`) that training's end step found
+not worth having on: the model predicts them exactly off (their defaults) whatever its network says.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import torch
 from .. import schema
 from .._torchaudio import resample, versions as _stack_versions
 from ..effects.gain import staging_gain_db
+from ..switches import pin_defaults
 from .features import SAMPLE_RATE, choose_segments
 from .network import Encoder, training_start_logits
 
@@ -115,7 +118,7 @@ class DmstModel:
     sample_rate = SAMPLE_RATE
 
     def __init__(self, encoder: Encoder, name: str = "untrained", meta: dict | None = None, fixed_defaults=None,
-                 output_channels: int | None = None):
+                 output_channels: int | None = None, switched_off=()):
         self.encoder = encoder.eval()
         self.name = name
         self.meta = meta or {}
@@ -123,6 +126,13 @@ class DmstModel:
         # their training start): predicted as exactly their defaults.
         self.fixed_defaults = tuple(untrained_keys(encoder) if fixed_defaults is None else fixed_defaults)
         self.output_channels = output_channels  # 1 or 2; None: the input's layout
+        # Effects the end of training switched off (dmst.switches): predicted exactly off, their defaults.
+        self.switched_off = tuple(switched_off)
+
+    @property
+    def pinned(self) -> tuple[str, ...]:
+        """Every parameter the model predicts as exactly its default: the untrained rows and the switched-off effects."""
+        return tuple(dict.fromkeys(self.fixed_defaults + self.switched_off))
 
     @torch.no_grad()
     def predict_normalized(self, audio, sample_rate: int, staging_db=None) -> torch.Tensor:
@@ -135,10 +145,7 @@ class DmstModel:
         segments = choose_segments(staged)
         device = next(self.encoder.parameters()).device
         e = self.encoder.embed(segments.to(device)).mean(dim=0, keepdim=True)
-        u = self.encoder.head_from_embedding(e)[0].cpu()
-        for key in self.fixed_defaults:
-            u[schema.KEYS.index(key)] = schema.BY_KEY[key].normalize(schema.BY_KEY[key].default)
-        return u
+        return pin_defaults(self.encoder.head_from_embedding(e)[0].cpu(), self.pinned)
 
     def predict(self, audio, sample_rate: int, staging_db=None) -> dict[str, dict[str, float]]:
         """(channels, samples) audio (numpy or torch) -> nested settings dict in physical units.
@@ -147,7 +154,7 @@ class DmstModel:
         """
         u = self.predict_normalized(audio, sample_rate, staging_db)
         params = schema.unstack(clamp_to_ranges(schema.denormalize(u[None].double())))[0]
-        for key in self.fixed_defaults:  # exactly, not through a float32 round trip of the normalised value
+        for key in self.pinned:  # exactly, not through a float32 round trip of the normalised value
             p = schema.BY_KEY[key]
             params[p.group][p.name] = p.default
         return params
@@ -172,6 +179,7 @@ class DmstModel:
             "meta": self.meta,
             **({"migrated": {"from_version": None, "defaults": list(self.fixed_defaults)}} if self.fixed_defaults else {}),
             **layout,
+            **({"switched_off": list(self.switched_off)} if self.switched_off else {}),
             **extra,
         }
 
@@ -259,11 +267,15 @@ def model_from_checkpoint(ckpt: dict, name: str | None = None) -> DmstModel:
     start at their defaults or training starts); only the :class:`DmstModel` pins them to the defaults.
     """
     ckpt = migrate_checkpoint(ckpt)
+    off = ckpt.get("switched_off", [])
+    if not isinstance(off, (list, tuple)) or any(k not in schema.KEYS for k in off):
+        raise ModelError(f"{ckpt.get('name', 'model')}: switched_off {off!r} names a parameter this dmst does not have; "
+                         "retrain or fine-tune it with this dmst")
     encoder = Encoder(**ckpt["config"])
     encoder.load_state_dict(ckpt["state_dict"])
     return DmstModel(encoder, name=name or ckpt.get("name", "model"), meta=ckpt.get("meta", {}),
                      fixed_defaults=ckpt.get("migrated", {}).get("defaults", ()),
-                     output_channels=ckpt.get("output_channels"))
+                     output_channels=ckpt.get("output_channels"), switched_off=ckpt.get("switched_off", ()))
 
 
 def resolve_model_path(name_or_path: str | os.PathLike = "default") -> Path:

@@ -60,9 +60,8 @@ class Encoder(nn.Module):
         self.head = nn.Sequential(nn.LayerNorm(embed), nn.Linear(embed, hidden), nn.GELU(), nn.Linear(hidden, schema.NUM_PARAMS))
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
-        # training_start: the output bias at the training start rather than the defaults.  Not yet what
-        # dmst train uses: started there, a short run on dry mixes leaves the sends a little on (not off),
-        # so training needs the switch-off step dmst fit has first (dmst.fit._switch_off_what_does_not_help).
+        # training_start: the output bias at the training start rather than the defaults (what dmst train
+        # starts a fresh model from; its end step switches off what the mixes do not need: dmst.switches).
         if training_start:
             logits = training_start_logits()
         else:

@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-pending", type=int, default=d.max_pending, help="renders waiting per worker before 503 [32]")
     g.add_argument("--request-timeout-s", type=float, default=d.request_timeout_s, help="[60]")
     g.add_argument("--upload-timeout-s", type=float, default=d.upload_timeout_s, help="[120]")
-    g.add_argument("--torch-threads", type=int, default=None, help="torch threads per worker [torch's default]")
+    g.add_argument("--torch-threads", type=int, default=None, help="torch threads per worker [1, as dmst render: the compiled render "
+                   "loops use the cores]")
     g.add_argument("--job-threads", type=int, default=d.job_threads, help="jobs run at once per worker [1]")
     g.add_argument("--job-lease-s", type=float, default=d.job_lease_s, help="a running job silent this long is "
                    "resumed elsewhere [20]")

@@ -158,14 +158,13 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        import torch
-
         from ..effects._llvm import compile_render_kernels
         from ..presets import load_presets
+        from ..threads import use_threads_for_rendering
         from .jobs import JobRunner
 
-        if settings.torch_threads:
-            torch.set_num_threads(settings.torch_threads)
+        # As dmst render: torch on one thread (or --torch-threads), the compiled loops on the cores.
+        use_threads_for_rendering(settings.torch_threads)
         for sub in ("uploads", "tmp", "jobs", "models"):
             (data_dir / sub).mkdir(parents=True, exist_ok=True)
         st = app.state
@@ -195,13 +194,17 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
 
     @app.get("/health", response_model=Health, tags=["service"])
     async def health(request: Request):
+        import torch
+
         from .. import schema
+        from ..effects._llvm import kernel_threads
 
         st = request.app.state
         return Health(status="ok", model=st.models.get("default").name if settings.model == "default" else
                       Path(settings.model).name, schema_version=schema.SCHEMA_VERSION, versions=st.versions,
                       render_pool={"threads": st.pool.threads, "capacity": st.pool.capacity,
-                                   "in_flight": st.pool.in_flight})
+                                   "in_flight": st.pool.in_flight, "torch_threads": torch.get_num_threads(),
+                                   "kernel_threads": kernel_threads()})
 
     @app.get("/", include_in_schema=False)
     async def page():
@@ -349,7 +352,9 @@ def _curves(body: CurvesRequest) -> Curves:
 
     from .. import schema
     from ..effects.compressor import gain_computer
-    from ..effects.eq import eq_sos, sos_frequency_response
+    from ..effects.eq import parametric_eq
+    from ..effects.post_eq import post_eq
+    from ..effects.responses import RESPONSE_FFT, magnitude_response_db
 
     try:
         nested = schema.validate({g: v for g, v in body.settings.items() if g in schema.GROUPS}, partial=False)
@@ -360,16 +365,17 @@ def _curves(body: CurvesRequest) -> Curves:
         raise ApiError(422, "invalid_params", f"unknown parameter group '{unknown[0]}'; valid groups: "
                        f"{', '.join(schema.GROUPS)}", "settings")
     sr = body.sample_rate
-    n_fft = 2**16
-    h = sos_frequency_response(eq_sos(sr, **nested["eq"]), n_fft)[0].abs().numpy()
+    # As dmst plot draws them: an impulse through the EQs' own functions (the render path), read at
+    # ``points`` bins spaced evenly in log frequency over 20 Hz .. 20 kHz (or Nyquist).
+    freqs, eq_db = magnitude_response_db(parametric_eq, sr, nested["eq"])
+    _, post_db = magnitude_response_db(post_eq, sr, nested["post_eq"])
     top = min(20000.0, sr / 2)
-    freqs = np.geomspace(20.0, top, body.points)
-    bins = np.clip(np.rint(freqs * n_fft / sr).astype(int), 1, n_fft // 2)
-    gain = 20 * np.log10(np.maximum(h[bins], 1e-12))
+    bins = np.clip(np.rint(np.geomspace(20.0, top, body.points) * RESPONSE_FFT / sr).astype(int), 1, RESPONSE_FFT // 2)
     c = nested["compressor"]
     level = torch.linspace(-80, 6, body.points, dtype=torch.float64)
     out = level + gain_computer(level, c["threshold_db"], c["ratio"], c["knee_db"]) + c["makeup_gain_db"]
-    return Curves(eq={"freq_hz": (bins * sr / n_fft).tolist(), "gain_db": gain.tolist()},
+    return Curves(eq={"freq_hz": freqs[bins].tolist(), "gain_db": eq_db[bins].tolist()},
+                  post_eq={"freq_hz": freqs[bins].tolist(), "gain_db": post_db[bins].tolist()},
                   compressor={"input_db": level.tolist(), "output_db": out.tolist(),
                               "threshold_db": c["threshold_db"], "knee_db": c["knee_db"]})
 

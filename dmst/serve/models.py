@@ -41,6 +41,8 @@ class PoolInfo(BaseModel):
     threads: int
     capacity: int = Field(description="renders running plus waiting before 503")
     in_flight: int
+    torch_threads: int = Field(description="torch's own threads per render (1 unless --torch-threads)")
+    kernel_threads: int = Field(description="threads the compiled render loops split their work over")
 
 
 class Health(BaseModel):
@@ -108,7 +110,8 @@ class CompressorCurve(BaseModel):
 
 
 class Curves(BaseModel):
-    eq: EqCurve
+    eq: EqCurve = Field(description="the EQ's gain: an impulse through the EQ itself, as dmst plot draws it")
+    post_eq: EqCurve = Field(description="the post-compressor EQ's gain, measured the same way")
     compressor: CompressorCurve
 
 

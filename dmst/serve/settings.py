@@ -42,7 +42,8 @@ class ServeSettings(BaseModel):
     render_threads: int = Field(2, ge=1, le=64, description="renders running at once in one worker")
     max_pending: int = Field(32, ge=0, le=10000, description="renders waiting for a thread; beyond: 503 + Retry-After")
     request_timeout_s: float = Field(60.0, gt=0, description="longest a /v1/mix or /v1/params waits for its render")
-    torch_threads: int | None = Field(None, ge=1, le=64, description="torch intra-op threads (None: torch's default)")
+    torch_threads: int | None = Field(None, ge=1, le=64, description="torch intra-op threads (None: one, as dmst "
+                                      "render; the compiled render loops use the cores)")
 
     # jobs
     job_threads: int = Field(1, ge=0, le=16, description="jobs one worker runs at once (0: this worker runs none)")
