@@ -406,10 +406,13 @@ def main(argv=None):
     slope_meta = {"limiter_start_dbtp": limiter_start, "high_pass_slope_db": encoder.fixed[SLOPE], **({"high_pass_slope_auto": slope_choice} if slope_choice else {})}
     tails = [p.tail_s for p in usable]
     # The console stages a step recomputes: from the largest batch's shape (stereo raws in any pair: the worst case).
-    # Past the pair checking (its workers keep glibc's usual trimming): a step's full-length tensors are
-    # reused instead of faulted in fresh each step (an epoch of 200 mono 5 s crops: 65 -> 55 s, idle).
-    reuse_freed_memory()
     recompute = recompute_stages(args, 1 if all(p.raw_channels == 1 for p in train_pairs) else channels, channels, crop)
+    if not recompute["stages"]:
+        # The speed plan (the step fits the budget): a step's full-length tensors are reused instead of faulted
+        # in fresh each step (200 mono 5 s crops: 65 -> 55 s an epoch, idle).  Not in the memory plan: kept
+        # freed blocks add to its peak (+155 MB for a stereo step), which is what that plan is there to bound.
+        reuse_freed_memory()
+    recompute["reuse_freed_memory"] = not recompute["stages"]
     print(f"console stages recomputed in the backward pass: {'all' if recompute['stages'] else 'none'} (their saved "
           f"activations estimated at {recompute['estimated_mb']} MB a step; "
           + ("--keep-activations)" if args.keep_activations else f"--activation-budget {args.activation_budget:g} MB)"))

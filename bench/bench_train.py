@@ -63,7 +63,6 @@ def main(argv=None):
     p.add_argument("--recompute", help="instead: these stages (comma-separated), 'all' or 'none'")
     p.add_argument("--skip-inference", action="store_true", help="measure the training epoch only")
     args = p.parse_args(argv)
-    reuse_freed_memory()  # as train.py sets it before its first step
     channels = 2 if args.layout == "stereo" else 1
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -84,6 +83,8 @@ def main(argv=None):
         stages = plan["stages"]
     else:
         stages = {"all": list(STAGES), "none": []}.get(args.recompute, [n for n in args.recompute.split(",") if n])
+    if not stages:
+        reuse_freed_memory()  # as train.py does when a step keeps every stage's activations
 
     # As train.py's crops: the mix is the whole take through the console; each crop carries the
     # take's staging gain and how far the mix's crop sits from the whole mix's loudness.
