@@ -61,6 +61,7 @@ import foreign  # noqa: E402
 PACKAGE = "fillets-ng-data-cs"
 EDGE = "fine-tuned, detector blends started at 0"
 LIMITER_M1 = "fine-tuned, limiter started at -1 dBTP"
+PREMERGE = "fine-tuned, before training ended with the switch-off step"
 CEILING_MID = "per-song ceiling, blends started mid-range"
 CEILING_START = "per-song ceiling, started at TRAINING_START"
 FAMILY = ("compressor.detector_rms", "compressor.rms_window_ms", "compressor.linear_envelope")
@@ -454,7 +455,9 @@ def main(argv=None):
                   "global setting, limiter started at -1 dBTP": work / "global_limiter_m1" / "model.pt",
                   "fine-tuned, limiter at -1 dBTP, crest term": work / "finetuned_crest" / "model.pt",
                   # a diagnosis, not the benchmark's system: the fine-tune told the foreign chain's slope (6 dB/oct)
-                  "fine-tuned, told the 6 dB/oct slope": work / "finetuned_hp6" / "model.pt"}
+                  "fine-tuned, told the 6 dB/oct slope": work / "finetuned_hp6" / "model.pt",
+                  # kept if present: the same fine-tune made before training ended with the switch-off step
+                  PREMERGE: work / "finetuned_premerge" / "model.pt"}
         models = {k: load_model(v) for k, v in models.items() if v == "default" or v.exists()}
         t_eval = time.monotonic()
         for name, raw, mixed, sr in tqdm(test, desc="evaluating", file=sys.stderr):
