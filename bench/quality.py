@@ -457,7 +457,9 @@ def main(argv=None):
                   # a diagnosis, not the benchmark's system: the fine-tune told the foreign chain's slope (6 dB/oct)
                   "fine-tuned, told the 6 dB/oct slope": work / "finetuned_hp6" / "model.pt",
                   # kept if present: the same fine-tune made before training ended with the switch-off step
-                  PREMERGE: work / "finetuned_premerge" / "model.pt"}
+                  PREMERGE: work / "finetuned_premerge" / "model.pt",
+                  # kept if present: the same command with a 12-minute budget and no epoch cap (plateau stopping on)
+                  "fine-tuned, 12-minute budget": work / "finetuned_long" / "model.pt"}
         models = {k: load_model(v) for k, v in models.items() if v == "default" or v.exists()}
         t_eval = time.monotonic()
         for name, raw, mixed, sr in tqdm(test, desc="evaluating", file=sys.stderr):
