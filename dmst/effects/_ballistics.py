@@ -40,6 +40,15 @@ def ir_soft_knee(b, over, slope, width, half):
     return b.select(b.fcmp_ordered("<", over, b.fsub(zero, half)), zero, static)
 
 
+def ir_branching_step(b, f, held, gain, attack, keep_attack, release, keep_release):
+    """IR of one sample of the branching ballistics (:func:`ballistics`): the held reduction ``f`` falls at once
+    and rises with ``release``; the gain follows it down with ``attack`` and up at once.  Returns (held, gain)."""
+    released = b.fadd(b.fmul(held, keep_release), b.fmul(release, f))
+    held = b.select(b.fcmp_ordered("<", f, held), f, released)
+    attacked = b.fadd(b.fmul(gain, keep_attack), b.fmul(attack, held))
+    return held, b.select(b.fcmp_ordered("<", held, gain), attacked, held)
+
+
 def _build_ir(io_double: bool) -> str:
     """LLVM IR of ``void ballistics(T* f_in, T* out, i64 batch, i64 n, T* attack, T* release, i64 curve,
     T* threshold, T* ratio, T* knee)``.
@@ -82,10 +91,7 @@ def _build_ir(io_double: bool) -> str:
             index = b.add(row, t)
             f = load(f_in, index)
             f = b.select(use_curve, ir_soft_knee(b, b.fsub(f, thr), slope, width, half), f)
-            released = b.fadd(b.fmul(held, keep_r), b.fmul(r, f))
-            new_held = b.select(b.fcmp_ordered("<", f, held), f, released)
-            attacked = b.fadd(b.fmul(gain, keep_a), b.fmul(a, new_held))
-            new_gain = b.select(b.fcmp_ordered("<", new_held, gain), attacked, new_held)
+            new_held, new_gain = ir_branching_step(b, f, held, gain, a, keep_a, r, keep_r)
             b.store(new_gain if io_double else b.fptrunc(new_gain, io), b.gep(out, [index]))
             return [new_held, new_gain]
 
@@ -266,10 +272,7 @@ def _build_family_ir(io_double: bool) -> str:
             rms_db = b.fmul(ten_ln10, b.call(log, [fmax(ms, floor2)]))
             level = b.fadd(b.fmul(keep_w, peak_db), b.fmul(w, rms_db))
             f = curve(level)
-            released = b.fadd(b.fmul(held, keep_r), b.fmul(r, f))
-            held = b.select(b.fcmp_ordered("<", f, held), f, released)
-            attacked = b.fadd(b.fmul(gain, keep_a), b.fmul(a, held))
-            gain = b.select(b.fcmp_ordered("<", held, gain), attacked, held)
+            held, gain = ir_branching_step(b, f, held, gain, a, keep_a, r, keep_r)
             d = b.call(exp, [b.fmul(level, ln10_20)])
             k = b.select(b.fcmp_ordered(">", d, env), a, r)
             env = b.fadd(b.fmul(env, b.fsub(one, k)), b.fmul(k, d))
@@ -488,10 +491,7 @@ def _build_detector_ir() -> str:
             f.add_incoming(zero, entry)
             f.add_incoming(curve, curve_block)
             f = b.fmul(sign, f)
-            released = b.fadd(b.fmul(held, keep_r), b.fmul(release, f))
-            held = b.select(b.fcmp_ordered("<", f, held), f, released)
-            attacked = b.fadd(b.fmul(gain, keep_a), b.fmul(attack, held))
-            gain = b.select(b.fcmp_ordered("<", held, gain), attacked, held)
+            held, gain = ir_branching_step(b, f, held, gain, attack, keep_a, release, keep_r)
             b.store(b.fptrunc(b.fmul(sign, gain), f32), b.gep(out, [t]))
             return [prefix, held, gain]
 

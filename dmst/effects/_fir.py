@@ -22,6 +22,26 @@ REGISTERS = 8  # independent accumulators: enough to keep both FMA units busy de
 STEP = WIDTH * REGISTERS  # outputs per step
 
 
+def _ir_taps(b, fma, x, h, h_row, start_row, taps, acc):
+    """IR of one FIR sum over ``taps`` for ``STEP`` consecutive outputs: each coefficient ``h[h_row * taps + k]``
+    broadcast and multiply-added into the ``REGISTERS`` accumulators ``acc`` with ``x[start_row + k + ...]``."""
+    import llvmlite.ir as ir
+
+    i32, i64 = ir.IntType(32), ir.IntType(64)
+    vec = ir.VectorType(ir.FloatType(), WIDTH)
+
+    def tap(k, *acc):
+        one = b.insert_element(ir.Constant(vec, ir.Undefined), b.load(b.gep(h, [b.add(b.mul(h_row, taps), k)])),
+                               ir.Constant(i32, 0))
+        c = b.shuffle_vector(one, one, ir.Constant(ir.VectorType(i32, WIDTH), [0] * WIDTH))
+        start = b.add(start_row, k)
+        return [b.call(fma, [c, b.load(b.bitcast(b.gep(x, [b.add(start, ir.Constant(i64, WIDTH * j))]), vec.as_pointer()),
+                                       align=4), acc[j]])
+                for j in range(REGISTERS)]
+
+    return ir_loop(b, ir.Constant(i64, 0), taps, list(acc), tap)
+
+
 def _build_ir() -> str:
     """LLVM IR of ``void fir_sum(float* x, i64 stride, i64 streams, float* h, i64 taps, float* y, i64 steps)``::
 
@@ -29,7 +49,7 @@ def _build_ir() -> str:
     """
     import llvmlite.ir as ir
 
-    f32, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
+    f32, i64 = ir.FloatType(), ir.IntType(64)
     vec = ir.VectorType(f32, WIDTH)
     module = ir.Module(name="dmst_fir")
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [f32.as_pointer(), i64, i64, f32.as_pointer(), i64,
@@ -49,17 +69,7 @@ def _build_ir() -> str:
         n0 = b.mul(s, const(STEP))
 
         def stream(i, *acc):
-            row = b.add(b.mul(i, stride), n0)
-
-            def tap(k, *acc):
-                one = b.insert_element(ir.Constant(vec, ir.Undefined), b.load(b.gep(h, [b.add(b.mul(i, taps), k)])),
-                                       ir.Constant(i32, 0))
-                c = b.shuffle_vector(one, one, ir.Constant(ir.VectorType(i32, WIDTH), [0] * WIDTH))
-                start = b.add(row, k)
-                return [b.call(fma, [c, b.load(vector_at(x, b.add(start, const(WIDTH * j))), align=4), acc[j]])
-                        for j in range(REGISTERS)]
-
-            return ir_loop(b, const(0), taps, list(acc), tap)
+            return _ir_taps(b, fma, x, h, i, b.add(b.mul(i, stride), n0), taps, acc)
 
         acc = ir_loop(b, const(0), streams, [zero] * REGISTERS, stream)
         for j in range(REGISTERS):
@@ -136,7 +146,7 @@ def _build_peak_ir() -> str:
     """
     import llvmlite.ir as ir
 
-    f32, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
+    f32, i64 = ir.FloatType(), ir.IntType(64)
     vec = ir.VectorType(f32, WIDTH)
     module = ir.Module(name="dmst_fir_peak")
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [f32.as_pointer(), i64, i64, f32.as_pointer(), i64, i64,
@@ -160,15 +170,7 @@ def _build_peak_ir() -> str:
             start_row = b.add(b.mul(i, stride), n0)
 
             def phase(p, *peak):
-                def tap(k, *acc):
-                    one = b.insert_element(ir.Constant(vec, ir.Undefined), b.load(b.gep(h, [b.add(b.mul(p, taps), k)])),
-                                           ir.Constant(i32, 0))
-                    c = b.shuffle_vector(one, one, ir.Constant(ir.VectorType(i32, WIDTH), [0] * WIDTH))
-                    start = b.add(start_row, k)
-                    return [b.call(fma, [c, b.load(vector_at(x, b.add(start, const(WIDTH * j))), align=4), acc[j]])
-                            for j in range(REGISTERS)]
-
-                acc = ir_loop(b, const(0), taps, [zero] * REGISTERS, tap)
+                acc = _ir_taps(b, fma, x, h, p, start_row, taps, [zero] * REGISTERS)
                 out = []
                 for j in range(REGISTERS):
                     a = b.call(fabs, [acc[j]])
