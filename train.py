@@ -39,6 +39,7 @@ from dmst.data import (DataError, check_dir, crop_start, excerpt_loudness_offset
 from dmst.encoder import DmstModel, Encoder, ModelError, model_from_checkpoint, read_checkpoint
 from dmst.encoder.features import SAMPLE_RATE
 from dmst.encoder.model import atomic_save, resolve_model_path
+from dmst.encoder.optim import UnitSpaceAdamW
 from dmst.losses import MixLoss
 from dmst.metrics import audio_metrics, mean_metrics
 from dmst.switches import SWITCHES, TOLERANCE, pin_defaults, switch_off
@@ -364,8 +365,10 @@ def main(argv=None):
     encoder.to(device).train()
     # The learned default moves faster than the network: it carries the style's average.
     base_lrs = [args.lr * 10, args.lr]
-    optimizer = torch.optim.AdamW(
-        [{"params": [encoder.default_logits], "lr": base_lrs[0], "weight_decay": 0.0},
+    # It is stepped in the normalised [0, 1] space: a setting the start model holds at the edge of its range
+    # moves as fast as one in the middle (dmst.encoder.optim).
+    optimizer = UnitSpaceAdamW(
+        [{"params": [encoder.default_logits], "lr": base_lrs[0], "weight_decay": 0.0, "unit_space": True},
          {"params": [p for n, p in encoder.named_parameters() if n != "default_logits"], "lr": base_lrs[1]}],
         weight_decay=1e-4,
     )
