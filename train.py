@@ -16,7 +16,8 @@ metrics.json and cache/ (the checked pairs; see --cache-dir).  A fresh model sta
 training start (the sends, the de-esser and the gate a little on, where they have a gradient:
 :data:`dmst.schema.TRAINING_START`); at the end, each of them that the best model buys less than
 0.5 % of the validation loss with is switched off in model.pt (:mod:`dmst.switches`, as ``dmst fit``
-does), so a model of dry mixes renders dry.  Read top to bottom: setup, data, model, loop, end.
+does), so a model of dry mixes renders dry.  The limiter's ceiling is not learned: it is held at the mixes'
+loudest true peaks (off when they go over 0 dBTP).  Read top to bottom: setup, data, model, loop, end.
 """
 from __future__ import annotations
 
@@ -219,7 +220,8 @@ def choose_high_pass_slope(encoder, pairs, crop, device, channels, rate, loss_fn
 def mixes_true_peak_dbtp(pairs, channels) -> float:
     """The engineer's loudest peaks: the ``PEAK_QUANTILE`` quantile of the true peaks (BS.1770-4) of up to
     ``PEAK_PAIRS`` mixes, spread over the sorted names, in the output layout.  A limiter's ceiling is where no peak
-    the engineer delivered goes over, so a run starts its limiter there, as ``dmst fit`` starts at its mix's peak.
+    the engineer delivered goes over, so a run holds its limiter there (:func:`hold_limiter`); ``dmst fit`` starts at its
+    mix's peak.
     (Started at -1 dBTP, a fine-tune on mixes peaking up to +3 dBFS learned -1.8 dBTP from 3 s crops and
     shaved the peaks of whole songs: crest-factor error 1.2 dB, 0.6 dB with the limiter off.)"""
     from dmst.audio_io import true_peak_dbfs
@@ -239,6 +241,23 @@ def start_limiter_at(encoder, ceiling_dbtp: float) -> float:
     u = min(max(p.normalize(value), 1e-3), 1 - 1e-3)
     encoder.default_logits[schema.KEYS.index(LIMITER)] = math.log(u) - math.log1p(-u)
     return value
+
+
+def hold_limiter(encoder) -> None:
+    """Hold the limiter's ceiling where the run set it, for every song: its output row zero, and no gradient to it
+    or to the learned default's ceiling (:class:`UnitSpaceAdamW` leaves a zero gradient's entry bit for bit).
+
+    A ceiling is a delivery spec, measured on the engineer's mixes, not a style to learn from crops: learned, a
+    fine-tune on mixes that peak at +1 dBTP (no limiter) lowered it to -1.8 dBTP, where it bought 0.1 % of the
+    loss and shaved the peaks of whole songs (crest-factor error 1.17 dB, 0.61 dB with the limiter off;
+    ``bench/quality.py``)."""
+    i = schema.KEYS.index(LIMITER)
+    last = encoder.head[-1]
+    with torch.no_grad():
+        last.weight[i].zero_()
+        last.bias[i].zero_()
+    for tensor in (encoder.default_logits, last.weight, last.bias):
+        tensor.register_hook(lambda g: g.index_fill(0, torch.tensor([i], device=g.device), 0.0))
 
 
 @torch.no_grad()
@@ -404,8 +423,9 @@ def main(argv=None):
         peak = mixes_true_peak_dbtp(train_pairs, channels)
         if math.isfinite(peak):
             limiter_start = start_limiter_at(encoder, peak)
-            print(f"limiter: starts at {limiter_start:g} dBTP (the mixes' loudest true peaks, {PEAK_QUANTILE:.0%} "
+            print(f"limiter: held at {limiter_start:g} dBTP (the mixes' loudest true peaks, {PEAK_QUANTILE:.0%} "
                   f"quantile: {peak:.2f} dBTP{'; 0 is off' if limiter_start == 0 else ''})")
+    hold_limiter(encoder)
     slope_meta = {"limiter_start_dbtp": limiter_start, "high_pass_slope_db": encoder.fixed[SLOPE], **({"high_pass_slope_auto": slope_choice} if slope_choice else {})}
     tails = [p.tail_s for p in usable]
     # The console stages a step recomputes: from the largest batch's shape (stereo raws in any pair: the worst case).

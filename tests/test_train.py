@@ -1,4 +1,5 @@
 """train.py: learning lowers the loss, resume after a kill is exact, --init starts from the given model."""
+import math
 import os
 import signal
 import subprocess
@@ -110,6 +111,23 @@ def test_init_starts_from_the_given_model(tmp_path):
     assert p.denormalize(torch.sigmoid(tuned["default_logits"][limiter])).item() == pytest.approx(start, abs=1e-3)
 
 
+def test_training_holds_the_limiter_ceiling_where_it_started(tmp_path):
+    """With a learning rate that moves everything else, the limiter's ceiling stays exactly where the run set it
+    (the mixes' loudest peaks), for every song: its learned default bit for bit, its output row zero."""
+    data = make_pairs(tmp_path / "data")
+    out = tmp_path / "ft"
+    assert train.main(["--data", str(data), "--out", str(out), "--epochs", "1", "--init", "default", *FAST[:-2], "--lr", "1e-2"]) == 0
+    bundled, tuned = load_model("default").encoder.state_dict(), weights(out / "model.pt")
+    limiter = schema.KEYS.index(train.LIMITER)
+    others = torch.arange(len(tuned["default_logits"])) != limiter
+    assert not torch.equal(bundled["default_logits"][others], tuned["default_logits"][others])  # the rest moved
+    start = read_checkpoint(out / "model.pt")["meta"]["limiter_start_dbtp"]
+    u = min(max(schema.BY_KEY[train.LIMITER].normalize(start), 1e-3), 1 - 1e-3)  # as train.start_limiter_at sets it
+    assert float(tuned["default_logits"][limiter]) == pytest.approx(math.log(u) - math.log1p(-u), abs=1e-6)
+    last = max(k for k in tuned if k.startswith("head.") and k.endswith(".weight"))
+    assert not tuned[last][limiter].any() and float(tuned[last[: -len("weight")] + "bias"][limiter]) == 0.0
+
+
 def test_bad_data_folder_is_a_clear_error(tmp_path, capsys):
     """An empty data folder stops with a one-line message and exit code 2, no traceback."""
     (tmp_path / "empty").mkdir()
@@ -179,8 +197,8 @@ def test_a_fixed_slope_survives_the_model_file_and_is_what_the_model_predicts(tm
     assert g[i] == 0 and bool((torch.cat([g[:i], g[i + 1:]]) != 0).all())
 
 
-def test_the_limiter_starts_at_the_mixes_loudest_true_peaks(tmp_path, capsys):
-    """Mixes delivered with the limiter off, loud enough that some peak over 0 dBFS: the run starts its limiter at
+def test_the_limiter_is_set_at_the_mixes_loudest_true_peaks(tmp_path, capsys):
+    """Mixes delivered with the limiter off, loud enough that some peak over 0 dBFS: the run sets its limiter at
     the 95th percentile of their true peaks (here over 0 dBTP: off), recorded in the model; true peaks found here
     with scipy's polyphase resampler (4x), independently of dmst's true-peak meter."""
     import numpy as np
@@ -197,7 +215,7 @@ def test_the_limiter_starts_at_the_mixes_loudest_true_peaks(tmp_path, capsys):
     assert max(peaks) > 0.5  # the test means something: some peaks go over
     out = tmp_path / "run"
     assert train.main(["--data", str(data), "--out", str(out), "--epochs", "1", *FAST]) == 0
-    assert "limiter: starts at 0 dBTP" in capsys.readouterr().out
+    assert "limiter: held at 0 dBTP" in capsys.readouterr().out
     assert read_checkpoint(out / "model.pt")["meta"]["limiter_start_dbtp"] == 0.0
     # The quantile itself, of dmst's true peaks, against scipy's (within what two true-peak meters differ by).
     quieter = train.mixes_true_peak_dbtp([_Pair(f) for f in sorted((data / "mixed").iterdir())], 1)
