@@ -84,7 +84,7 @@ def parse_args(argv=None):
                    f"['{d['song_separator']}']")
     p.add_argument("--batch-size", type=int, help=f"[{d['batch_size']}]")
     p.add_argument("--crop-seconds", type=float, help=f"length of each training crop [{d['crop_seconds']:g}]")
-    p.add_argument("--lr", type=float, help=f"learning rate of the network (its learned default setting: 10x) [{d['lr']:g}]")
+    p.add_argument("--lr", type=float, help=f"learning rate of the network (its learned default setting: 10x, stepped in the settings' [0, 1] units) [{d['lr']:g}]")
     p.add_argument("--val-fraction", type=float, help=f"share of songs held out for validation [{d['val_fraction']:g}]")
     p.add_argument("--seed", type=int, help=f"[{d['seed']}]")
     p.add_argument("--high-pass-slope", choices=["6", "12", "18", "24", "auto"],

@@ -40,6 +40,7 @@ Single-threaded (torch and numba): on a shared 2-core machine numba's thread poo
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import random
@@ -460,7 +461,23 @@ def main(argv=None):
                   PREMERGE: work / "finetuned_premerge" / "model.pt",
                   # kept if present: the same command with a 12-minute budget and no epoch cap (plateau stopping on)
                   "fine-tuned, 12-minute budget": work / "finetuned_long" / "model.pt"}
-        models = {k: load_model(v) for k, v in models.items() if v == "default" or v.exists()}
+        # kept if present: the runs made before train.py stepped the learned default in [0, 1] and held the
+        # limiter (the same commands; the learned default stepped as logits, the limiter's ceiling learned)
+        models.update({f"{label} (before: logit steps, limiter learned)": work / f"{run}_logit" / "model.pt"
+                       for label, run in (("fine-tuned", "finetuned"), ("global setting", "global"),
+                                          ("global setting, lr 1e-2", "global_hi"),
+                                          ("fine-tuned, 12-minute budget", "finetuned_long"))})
+        models = {k: v for k, v in models.items() if v == "default" or v.exists()}
+        # a cached prediction is used only for the same model file
+        digests = {k: "default" if v == "default" else hashlib.sha256(Path(v).read_bytes()).hexdigest()[:16]
+                   for k, v in models.items()}
+        stale = {k for k, d in digests.items() if cached.get("_models", {}).get(k) != d}
+        for name, song in cached.items():
+            if name != "_models":
+                for k in stale:
+                    song.pop(k, None)
+        cached["_models"] = {**cached.get("_models", {}), **digests}
+        models = {k: load_model(v) for k, v in models.items()}
         t_eval = time.monotonic()
         for name, raw, mixed, sr in tqdm(test, desc="evaluating", file=sys.stderr):
             rows, params = per_song.setdefault(name, {}), cached.setdefault(name, {})
