@@ -48,7 +48,7 @@ from dmst.threads import reuse_freed_memory
 
 FEW_PAIRS = 10  # below this, one global setting often beats a network
 DEFAULTS = {"init": None, "global_only": False, "cache_dir": None, "workers": min(2, os.cpu_count() or 1),
-            "epochs": None, "time_budget": None, "patience": 8, "min_delta": 1e-3, "song_separator": "__",
+            "epochs": None, "time_budget": None, "patience": 16, "min_delta": 1e-3, "song_separator": "__",
             "batch_size": 8, "crop_seconds": 5.0, "lr": 1e-3, "val_fraction": 0.15, "seed": 0, "device": "cpu",
             "keep_activations": False, "activation_budget": 1700.0, "quiet": False, "high_pass_slope": None}
 # What shapes the training itself: --resume refuses a value that differs from the run's.
@@ -57,6 +57,7 @@ RUN_ARGS = ("data", "init", "global_only", "epochs", "time_budget", "patience", 
 SLOPE = "eq.high_pass_slope_db"  # a discrete row: the model holds it fixed, training does not learn it
 CREST_WEIGHT = 0.0  # the loss's local-crest-factor term (dmst.losses.crest_loss): off until it is shown to help
 LIMITER = "limiter.ceiling_dbtp"
+DEFAULT_LR_FACTOR = 3.0  # the learned default's learning rate, in [0, 1] units a step, over the network's
 PEAK_PAIRS, PEAK_QUANTILE = 64, 0.95  # the limiter's start: this quantile of the true peaks of up to this many mixes
 AUTO_CROPS, AUTO_STEPS = 4, 6  # --high-pass-slope auto: a global fit of this many steps on this many crops, per slope
 
@@ -84,7 +85,7 @@ def parse_args(argv=None):
                    f"['{d['song_separator']}']")
     p.add_argument("--batch-size", type=int, help=f"[{d['batch_size']}]")
     p.add_argument("--crop-seconds", type=float, help=f"length of each training crop [{d['crop_seconds']:g}]")
-    p.add_argument("--lr", type=float, help=f"learning rate of the network (its learned default setting: 10x, stepped in the settings' [0, 1] units) [{d['lr']:g}]")
+    p.add_argument("--lr", type=float, help=f"learning rate of the network (its learned default setting: {DEFAULT_LR_FACTOR:g}x, in the settings' [0, 1] units a step) [{d['lr']:g}]")
     p.add_argument("--val-fraction", type=float, help=f"share of songs held out for validation [{d['val_fraction']:g}]")
     p.add_argument("--seed", type=int, help=f"[{d['seed']}]")
     p.add_argument("--high-pass-slope", choices=["6", "12", "18", "24", "auto"],
@@ -382,8 +383,9 @@ def main(argv=None):
         encoder = Encoder(global_only=args.global_only, training_start=True)
         start_pinned = DmstModel(encoder).pinned  # an untrained model predicts the defaults
     encoder.to(device).train()
-    # The learned default moves faster than the network: it carries the style's average.
-    base_lrs = [args.lr * 10, args.lr]
+    # The learned default moves faster than the network: it carries the style's average.  DEFAULT_LR_FACTOR x lr
+    # in [0, 1] units a step is about the old 10 x lr in logits at mid-range (a logit step d is d / 4 in u there).
+    base_lrs = [args.lr * DEFAULT_LR_FACTOR, args.lr]
     # It is stepped in the normalised [0, 1] space: a setting the start model holds at the edge of its range
     # moves as fast as one in the middle (dmst.encoder.optim).
     optimizer = UnitSpaceAdamW(
