@@ -245,7 +245,7 @@ def test_dual_mono_mix_at_minus_14_renders_at_minus_14_from_mono_and_stereo_raws
 def test_a_48_khz_catalogue_trains_and_renders_at_48_khz(tmp_path):
     folder = dual_mono_catalogue(tmp_path / "data", sr=48000, target_lufs=-15.0)
     run = tmp_path / "run"
-    assert train.main(["--data", str(folder), "--out", str(run), "--global", "--epochs", "4", "--lr", "2e-2", *FAST]) == 0
+    assert train.main(["--data", str(folder), "--out", str(run), "--global", "--epochs", "6", "--lr", "2e-2", *FAST]) == 0
     ckpt = read_checkpoint(run / "model.pt")
     assert ckpt["meta"]["training"]["sample_rate"] == 48000
     entry = json.loads(next(p for p in (run / "cache").glob("*.json") if p.name != "files.json").read_text())
