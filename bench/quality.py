@@ -467,11 +467,12 @@ def main(argv=None):
                        for label, run in (("fine-tuned", "finetuned"), ("global setting", "global"),
                                           ("global setting, lr 1e-2", "global_hi"),
                                           ("fine-tuned, 12-minute budget", "finetuned_long"))})
-        models = {k: v for k, v in models.items() if v == "default" or v.exists()}
+        gone = {k for k, v in models.items() if v != "default" and not v.exists()}  # a run removed: its row goes
+        models = {k: v for k, v in models.items() if k not in gone}
         # a cached prediction is used only for the same model file
         digests = {k: "default" if v == "default" else hashlib.sha256(Path(v).read_bytes()).hexdigest()[:16]
                    for k, v in models.items()}
-        stale = {k for k, d in digests.items() if cached.get("_models", {}).get(k) != d}
+        stale = gone | {k for k, d in digests.items() if cached.get("_models", {}).get(k) != d}
         for name, song in cached.items():
             if name != "_models":
                 for k in stale:
