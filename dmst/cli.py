@@ -156,15 +156,23 @@ def _read_params_file(path: str):
         raise schema.ParamError(f"settings file {path}: {e}") from None
 
 
-def _params_layout(path: str) -> int | None:
-    """The output layout a settings file records (``meta.output_channels``: 1 or 2), or None: the input's."""
+def settings_layout(text: str) -> int | None:
+    """The output layout a settings JSON records (``meta.output_channels``: 1 or 2), or None: the input's.
+    ValueError for another value.  ``dmst render --params`` and the service's ``/v1/mix`` with params use it."""
     import json
 
-    meta = json.loads(Path(path).read_text(encoding="utf-8")).get("meta") or {}
+    meta = json.loads(text).get("meta") or {}
     layout = meta.get("output_channels") if isinstance(meta, dict) else None
     if layout is not None and layout not in (1, 2):
-        raise CliError(f"settings file {path}: meta.output_channels must be 1 or 2, got {layout!r}; fix or remove it")
+        raise ValueError(f"meta.output_channels must be 1 or 2, got {layout!r}; fix or remove it")
     return layout
+
+
+def _params_layout(path: str) -> int | None:
+    try:
+        return settings_layout(Path(path).read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise CliError(f"settings file {path}: {e}") from None
 
 
 def _in_layout(audio, channels: int | None):

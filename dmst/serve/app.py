@@ -134,6 +134,18 @@ def _check_choice(app_state, preset: list[str], amount: float, model: str | None
     return names, nested
 
 
+def _params_layout(params: str | None, nested) -> int | None:
+    """The output layout the request's settings record (their meta.output_channels), as `dmst render --params`."""
+    from ..cli import settings_layout
+
+    if nested is None:
+        return None
+    try:
+        return settings_layout(params)
+    except ValueError as e:
+        raise ApiError(422, "invalid_params", f"params: {e}", "params") from None
+
+
 def _result_headers(settings_json: str, true_peak: float, input_lufs: float, filename: str) -> dict:
     return {SETTINGS_HEADER: settings_json, "X-Dmst-True-Peak-Dbtp": f"{true_peak:.3f}",
             "X-Dmst-Input-Lufs": f"{input_lufs:.3f}",
@@ -296,6 +308,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     ):
         st = request.app.state
         names, nested = _check_choice(st, preset, amount, model, params, format, bit_depth)
+        layout = _params_layout(params, nested)
         upload = await save_upload(audio, data_dir / "uploads")
         out = data_dir / "tmp" / f"{uuid.uuid4().hex}.{format}"
         handed_over = False
@@ -303,7 +316,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
             await run_in_threadpool(check_audio_upload, upload, settings, settings.max_sync_duration_s)
             label = safe_label(audio.filename)
             req = MixRequest(names=names, amount=amount, params=nested, model=model, format=format,
-                             bit_depth=bit_depth, source=label)
+                             bit_depth=bit_depth, source=label, layout=layout)
             result = await st.pool.run(_library(mix_file, upload), st.models, upload, out, req, st.presets,
                                        timeout_s=settings.request_timeout_s, cleanup=lambda: _remove(upload, out))
             stem = Path(label).stem or "vocal"

@@ -163,6 +163,7 @@ class MixRequest:
     amount: float
     params: dict | None  # replaces the prediction, like `dmst render --params`
     model: str
+    layout: int | None = None  # with params: the output layout their meta records, as `dmst render --params`
     format: str = "wav"
     bit_depth: str = "24"
     source: str = "upload"
@@ -178,11 +179,13 @@ class MixResult:
     channels: int
 
 
-def meta(model, names: list[str], amount: float, source: str, params_given: bool = False) -> dict:
-    """The "meta" block of the settings JSON, as ``dmst params`` / ``--save-params`` write it."""
+def meta(model, names: list[str], amount: float, source: str, params_given: bool = False,
+         layout: int | None = None) -> dict:
+    """The "meta" block of the settings JSON, as ``dmst params`` / ``--save-params`` write it (``layout``: the
+    output layout it records, a stereo model's 2)."""
     from ..cli import _meta
 
-    m = _meta(SimpleNamespace(params=None, amount=amount), model, names, source)
+    m = _meta(SimpleNamespace(params=None, amount=amount), model, names, source, layout)
     if params_given:
         m = {"model": None, "params_file": "request", **{k: v for k, v in m.items() if k != "model"}}
     return m
@@ -197,7 +200,7 @@ def predict_settings(models: Models, audio_path: Path, req: MixRequest, presets)
     audio, sample_rate, _ = read_audio(audio_path)
     model = models.get(req.model)
     nested = _settings(model, None, audio, sample_rate, req.names, req.amount, presets)
-    return schema.to_json(nested, **meta(model, req.names, req.amount, req.source)) + "\n"
+    return schema.to_json(nested, **meta(model, req.names, req.amount, req.source, layout=model.output_channels)) + "\n"
 
 
 def mix_file(models: Models, audio_path: Path, out_path: Path, req: MixRequest, presets) -> MixResult:
@@ -206,20 +209,23 @@ def mix_file(models: Models, audio_path: Path, out_path: Path, req: MixRequest, 
 
     from .. import schema
     from ..audio_io import read_audio, true_peak_dbfs, write_audio
-    from ..cli import _render, _settings, _staging_db
+    from ..cli import _in_layout, _render, _settings, _staging_db
     from ..effects.gain import REFERENCE_LUFS
 
     audio, sample_rate, _ = read_audio(audio_path)
     model = models.get(req.model) if req.params is None else None
     staging_db = _staging_db(audio, sample_rate)
     nested = _settings(model, req.params, audio, sample_rate, req.names, req.amount, presets, staging_db)
-    y = _render(audio, sample_rate, nested, staging_db)
+    layout = model.output_channels if model is not None else req.layout  # as `dmst render`: the model's mixes'
+    # layout, or the one the settings record
+    y = _render(_in_layout(audio, layout), sample_rate, nested, staging_db)
     # As `dmst render` does: the true-peak check runs while the file is written (both release the GIL).
     writing = _WRITER.submit(write_audio, out_path, y, sample_rate, format=req.format, bit_depth=req.bit_depth,
                              inputs=[audio_path])
     peak = true_peak_dbfs(y, sample_rate)
     writing.result()
-    doc = json.loads(schema.to_json(nested, **meta(model, req.names, req.amount, req.source, req.params is not None)))
+    doc = json.loads(schema.to_json(nested, **meta(model, req.names, req.amount, req.source, req.params is not None,
+                                                   layout)))
     return MixResult(
         settings_json=json.dumps(doc, separators=(",", ":"), ensure_ascii=True),
         true_peak_dbtp=peak,

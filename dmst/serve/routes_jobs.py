@@ -75,12 +75,19 @@ def add_job_routes(router, settings, data_dir: Path, check_choice, result_header
                     raise ApiError(422, "invalid_request", "no audio file; send the vocal as the multipart field "
                                    "'audio'", "audio")
                 names, nested = check_choice(st, preset, amount, model, params, format, bit_depth)
+                layout = None
+                if nested is not None:  # the output layout the settings record, as `dmst render --params`
+                    from ..cli import settings_layout
+                    try:
+                        layout = settings_layout(params)
+                    except ValueError as e:
+                        raise ApiError(422, "invalid_params", f"params: {e}", "params") from None
                 folder.mkdir(parents=True)
                 upload = await save_upload(audio, folder)
                 upload.rename(folder / "input")
                 await run_in_threadpool(check_audio_upload, folder / "input", settings, settings.max_duration_s)
                 req = MixRequest(names=names, amount=amount, params=nested, model=model, format=format,
-                                 bit_depth=bit_depth, source=safe_label(audio.filename))
+                                 bit_depth=bit_depth, source=safe_label(audio.filename), layout=layout)
                 request_doc = {"mix": req.__dict__}
             else:
                 if data is None:
