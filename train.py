@@ -57,6 +57,10 @@ RUN_ARGS = ("data", "init", "global_only", "epochs", "time_budget", "patience", 
 SLOPE = "eq.high_pass_slope_db"  # a discrete row: the model holds it fixed, training does not learn it
 CREST_WEIGHT = 0.0  # the loss's local-crest-factor term (dmst.losses.crest_loss): off until it is shown to help
 LIMITER = "limiter.ceiling_dbtp"
+# In the memory plan (every console stage recomputed), the console and the loss's spectra take a step's batch this
+# many items at a time: the same loss and gradients, a lower peak (20 stereo 3.5-minute pairs, 16 steps of 8 x 5 s:
+# 3277 MB whole batch, 2499 MB in twos, in 145 against 147 s; one at a time 2287 MB but 186 s; README).
+RECOMPUTE_CHUNK = 2
 DEFAULT_LR_FACTOR = 3.0  # the learned default's learning rate, in [0, 1] units a step, over the network's
 PEAK_PAIRS, PEAK_QUANTILE = 64, 0.95  # the limiter's start: this quantile of the true peaks of up to this many mixes
 AUTO_CROPS, AUTO_STEPS = 4, 6  # --high-pass-slope auto: a global fit of this many steps on this many crops, per slope
@@ -161,7 +165,8 @@ class ValidationCrops:
             yield batch_of_crops([p], length, torch.Generator().set_state(state), device, channels, sample_rate)
 
 
-def predict_and_render(encoder, raw, context, sample_rate=SAMPLE_RATE, channels=None, checkpoint=True, off=()):
+def predict_and_render(encoder, raw, context, sample_rate=SAMPLE_RATE, channels=None, checkpoint=True, off=(),
+                       chunk=None):
     """The whole differentiable path: staged raw -> encoder -> settings -> console -> mix (in ``channels``).
 
     The encoder hears the mean of the channels at 44.1 kHz, as ``DmstModel.predict`` does.
@@ -169,7 +174,7 @@ def predict_and_render(encoder, raw, context, sample_rate=SAMPLE_RATE, channels=
     asks the console for a stereo output: the dry voice centred, the delay and reverb returns
     in stereo, the loudness measured on both channels (BS.1770 sums them).
     ``checkpoint``: the console stages recomputed in the backward pass instead of kept (True:
-    every stage; see :func:`dmst.console.render` and :func:`recompute_stages`).
+    every stage; see :func:`dmst.console.render` and :func:`recompute_stages`), ``chunk`` items at a time.
     ``off``: keys predicted as exactly their defaults (what a :class:`DmstModel` pins: untrained rows,
     switched-off effects).
     """
@@ -178,7 +183,7 @@ def predict_and_render(encoder, raw, context, sample_rate=SAMPLE_RATE, channels=
     params = schema.denormalize(pin_defaults(encoder(heard * 10 ** (staging[:, None] / 20)), off))
     layout = 2 if channels == 2 and raw.shape[1] == 1 else None
     return render(raw, sample_rate, params, staging_db=staging, excerpt_offset_lu=offset, output_channels=layout,
-                  checkpoint=checkpoint)
+                  checkpoint=checkpoint, chunk=chunk)
 
 
 def recompute_stages(args, batch_channels: int, channels: int, crop: int) -> dict:
@@ -194,7 +199,7 @@ def recompute_stages(args, batch_channels: int, channels: int, crop: int) -> dic
     budget = math.inf if args.keep_activations else args.activation_budget * 1e6
     stages = recompute_plan(args.batch_size, crop, batch_channels, channels, budget)
     return {"stages": list(stages), "activation_budget_mb": None if args.keep_activations else args.activation_budget,
-            "estimated_mb": round(sum(sizes.values()) / 1e6)}
+            "estimated_mb": round(sum(sizes.values()) / 1e6), "chunk_items": RECOMPUTE_CHUNK if stages else None}
 
 
 def choose_high_pass_slope(encoder, pairs, crop, device, channels, rate, loss_fn, seed):
@@ -393,7 +398,10 @@ def main(argv=None):
          {"params": [p for n, p in encoder.named_parameters() if n != "default_logits"], "lr": base_lrs[1]}],
         weight_decay=1e-4,
     )
-    loss_fn = MixLoss(rate, crest_weight=CREST_WEIGHT).to(device)
+    # The console stages a step recomputes: from the largest batch's shape (stereo raws in any pair: the worst case).
+    # When they are, the console and the loss's spectra take the batch RECOMPUTE_CHUNK items at a time.
+    recompute = recompute_stages(args, 1 if all(p.raw_channels == 1 for p in train_pairs) else channels, channels, crop)
+    loss_fn = MixLoss(rate, crest_weight=CREST_WEIGHT, chunk=recompute["chunk_items"]).to(device)
 
     if resume is not None:
         optimizer.load_state_dict(resume["optimizer"])
@@ -430,8 +438,6 @@ def main(argv=None):
     hold_limiter(encoder)
     slope_meta = {"limiter_start_dbtp": limiter_start, "high_pass_slope_db": encoder.fixed[SLOPE], **({"high_pass_slope_auto": slope_choice} if slope_choice else {})}
     tails = [p.tail_s for p in usable]
-    # The console stages a step recomputes: from the largest batch's shape (stereo raws in any pair: the worst case).
-    recompute = recompute_stages(args, 1 if all(p.raw_channels == 1 for p in train_pairs) else channels, channels, crop)
     if not recompute["stages"]:
         # The speed plan (the step fits the budget): a step's full-length tensors are reused instead of faulted
         # in fresh each step (200 mono 5 s crops: 65 -> 55 s an epoch, idle).  Not in the memory plan: kept
@@ -440,7 +446,8 @@ def main(argv=None):
     recompute["reuse_freed_memory"] = not recompute["stages"]
     print(f"console stages recomputed in the backward pass: {'all' if recompute['stages'] else 'none'} (their saved "
           f"activations estimated at {recompute['estimated_mb']} MB a step; "
-          + ("--keep-activations)" if args.keep_activations else f"--activation-budget {args.activation_budget:g} MB)"))
+          + ("--keep-activations)" if args.keep_activations else f"--activation-budget {args.activation_budget:g} MB)")
+          + (f", {recompute['chunk_items']} items at a time" if recompute["chunk_items"] else ""))
     data_summary = {"pairs_usable": len(usable), "pairs_skipped": len(report.skipped), "train_pairs": len(train_pairs),
                     "val_pairs": len(val_names), "songs": len({song(p.name) for p in usable}), "sample_rate": rate,
                     "output_channels": channels, "longest_tail_s": round(max(tails), 2), "crop_seconds": args.crop_seconds,
@@ -479,7 +486,8 @@ def main(argv=None):
             raw, mix, context = batch_of_crops(batch, crop, gen, device, channels, rate)
             for group, base_lr in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = base_lr * lr_factor(progress(epoch, step))
-            loss = loss_fn(predict_and_render(encoder, raw, context, rate, channels, recompute["stages"]), mix)
+            loss = loss_fn(predict_and_render(encoder, raw, context, rate, channels, recompute["stages"],
+                                              chunk=recompute["chunk_items"]), mix)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)

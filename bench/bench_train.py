@@ -69,7 +69,6 @@ def main(argv=None):
     model = load_model("default")
     encoder = model.encoder.to(device).train()
     opt = torch.optim.AdamW(encoder.parameters(), lr=1e-4)
-    loss_fn = MixLoss(SR).to(device)
     long = voice(60.0)
     target = schema.default_dict()
     target["compressor"]["ratio"] = 4.0
@@ -83,6 +82,8 @@ def main(argv=None):
         stages = plan["stages"]
     else:
         stages = {"all": list(STAGES), "none": []}.get(args.recompute, [n for n in args.recompute.split(",") if n])
+    chunk = train.RECOMPUTE_CHUNK if stages else None  # as train.py: recomputed stages and the loss in chunks
+    loss_fn = MixLoss(SR, chunk=chunk).to(device)
     if not stages:
         reuse_freed_memory()  # as train.py does when a step keeps every stage's activations
 
@@ -100,7 +101,8 @@ def main(argv=None):
         mix = torch.stack([long_mix[:, s:s + crop] for s in starts])
         offset = excerpt_loudness_offset_lu(mix, [long_mix_lufs] * n, SR)
         context = (staging.expand(n).to(device), offset.to(device))
-        loss = loss_fn(train.predict_and_render(encoder, raw.to(device), context, SR, channels, stages), mix.to(device))
+        loss = loss_fn(train.predict_and_render(encoder, raw.to(device), context, SR, channels, stages, chunk=chunk),
+                       mix.to(device))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -129,7 +131,7 @@ def main(argv=None):
             model.predict(three_min, SR)
             times.append(time.perf_counter() - t)
     result = {"device": str(device), "layout": args.layout, "pairs": args.pairs, "crop_seconds": 5, "batch": batch,
-              "recomputed_stages": stages, "epoch_s": round(epoch_s, 2), "epoch_cpu_s": round(epoch_cpu_s, 2),
+              "recomputed_stages": stages, "chunk_items": chunk, "epoch_s": round(epoch_s, 2), "epoch_cpu_s": round(epoch_cpu_s, 2),
               "peak_rss_training_mb": round(peak_mb), "load_average": [round(load_before, 1), round(load_after, 1)],
               "pairs_per_s": round(args.pairs / epoch_s, 2), "predict_3min_s": round(statistics.median(times), 3),
               "torch": torch.__version__, "threads": torch.get_num_threads()}

@@ -34,6 +34,7 @@ not the final level.)  Everything between is set by the parameters of :mod:`dmst
 """
 from __future__ import annotations
 
+import functools
 from typing import Collection, Mapping
 
 import torch
@@ -79,6 +80,7 @@ def render(
     output_channels: int | None = None,
     tail: bool = False,
     checkpoint: bool | Collection[str] = False,
+    chunk: int | None = None,
 ) -> torch.Tensor:
     """Run (batch, channels, samples) audio through the chain with per-item ``params``.
 
@@ -103,6 +105,9 @@ def render(
     stage's are alive at a time: the same values and gradients, for one more forward pass through
     those stages.  Training picks them from the batch's shape and a memory budget
     (:func:`recompute_plan`).
+    ``chunk``: the recomputed stages run, and are recomputed, that many batch items at a time (every stage is
+    per item: the same render), so the backward pass holds one chunk's intermediates of one stage; not with
+    ``tail``, whose length may differ from item to item.
     """
     check_audio(x)
     if output_channels not in (None, 1, 2) or output_channels == 1 and x.shape[1] != 1:
@@ -114,9 +119,10 @@ def render(
     if set(checkpoint) - set(STAGES):
         raise ValueError(f"unknown console stages {sorted(set(checkpoint) - set(STAGES))}; known: {', '.join(STAGES)}")
     recompute = frozenset(checkpoint) if torch.is_grad_enabled() else frozenset()
+    chunk = None if tail else chunk
 
     def stage(name, fn, *args, **kwargs):
-        return (_recomputed if name in recompute else _kept)(fn, *args, **kwargs)
+        return _recomputed(fn, *args, chunk=chunk, **kwargs) if name in recompute else fn(*args, **kwargs)
 
     y = gain(x, staging_db)
     y = stage("gate", gate, y, sample_rate, **group(params, "gate"))
@@ -163,14 +169,29 @@ def recompute_plan(batch: int, samples: int, input_channels: int = 1, output_cha
         else STAGES
 
 
-def _kept(fn, *args, **kwargs):
-    return fn(*args, **kwargs)
+def _recomputed(fn, y, *args, chunk: int | None = None, **kwargs):
+    """``fn(y, *args, **kwargs)`` with its intermediates recomputed in the backward pass instead of kept
+    (``torch.utils.checkpoint``, Chen et al., "Training deep nets with sublinear memory cost", 2016); with
+    ``chunk``, ``chunk`` batch items at a time (the items of ``y`` and of every per-item tensor argument)."""
+    batch = y.shape[0]
+    if not chunk or chunk >= batch:
+        return torch.utils.checkpoint.checkpoint(fn, y, *args, use_reentrant=False, **kwargs)
+    parts = []
+    for i in range(0, batch, chunk):
+        items = functools.partial(_items, batch=batch, start=i, stop=i + chunk)
+        parts.append(torch.utils.checkpoint.checkpoint(fn, y[i:i + chunk], *map(items, args), use_reentrant=False,
+                                                       **{k: items(v) for k, v in kwargs.items()}))
+    return torch.cat(parts)
 
 
-def _recomputed(fn, *args, **kwargs):
-    """``fn(*args, **kwargs)`` with its intermediates recomputed in the backward pass instead of kept
-    (``torch.utils.checkpoint``, Chen et al., "Training deep nets with sublinear memory cost", 2016)."""
-    return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False, **kwargs)
+def _items(a, batch: int, start: int, stop: int):
+    """Items ``start:stop`` of a per-item argument (a tensor whose first dimension is the batch, or a dict of
+    them); any other argument as it is."""
+    if isinstance(a, torch.Tensor) and a.dim() > 0 and a.shape[0] == batch:
+        return a[start:stop]
+    if isinstance(a, Mapping):
+        return {k: _items(v, batch, start, stop) for k, v in a.items()}
+    return a
 
 
 def sends_on(params: Mapping[str, torch.Tensor]) -> bool:

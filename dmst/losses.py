@@ -55,9 +55,11 @@ def _stft(x: torch.Tensor, n_fft: int) -> torch.Tensor:
                       return_complex=True)
 
 
-def _spectral_terms(pred: torch.Tensor, target: torch.Tensor, n_fft: int, side: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """One resolution of the MR-STFT loss (spectral convergence + mean |log magnitude difference|, auraloss's
-    ``STFTLoss`` with ``eps=1e-8``) and, for stereo with ``side``, of :func:`side_stft_loss`.
+def _spectral_sums(pred: torch.Tensor, target: torch.Tensor, n_fft: int, side: bool) -> torch.Tensor:
+    """One resolution's sums over some batch items, from which :func:`_spectral_terms` takes the MR-STFT and
+    side terms: [sum |T - P|^2, sum |T|^2, sum |log P - log T|, magnitudes, sum | |S_p| - |S_t| |, sum |M_t|,
+    side magnitudes] (magnitudes P, T of the channels' spectra, S and M of the side and mid).  Sums, so that a
+    batch taken a few items at a time gives the whole batch's terms.
 
     Each signal is transformed once, per channel: the STFT is linear (its reflect padding too), so the side
     and mid spectra are the half-difference and half-sum of the channels' spectra.  A dual-mono ``pred`` (a
@@ -76,16 +78,29 @@ def _spectral_terms(pred: torch.Tensor, target: torch.Tensor, n_fft: int, side: 
     mag_p = p.abs().clamp_min(1e-4)
     if dual_mono:
         mag_p = mag_p.expand(-1, channels, -1, -1)
-    sc = torch.linalg.vector_norm(mag_t - mag_p) / torch.linalg.vector_norm(mag_t)
-    mrstft = sc + (mag_p.log() - mag_t.log()).abs().mean()
+    zero = pred.new_zeros((), dtype=torch.float64)  # the sums in float64: a whole song's bins count past 2^24
+    sums = [(mag_t - mag_p).pow(2).sum(), mag_t.pow(2).sum(), (mag_p.log() - mag_t.log()).abs().sum(),
+            zero + mag_t.numel()]
     if not side or channels != 2:
-        return mrstft, pred.new_zeros(())
+        return torch.stack([v.to(torch.float64) for v in sums] + [zero, zero, zero])
     with torch.no_grad():
         mag_side_t = _smooth_abs(0.5 * (t[:, 0] - t[:, 1]))
-        mid = _smooth_abs(0.5 * (t[:, 0] + t[:, 1])).mean().clamp_min(1e-8)
+        mag_mid_t = _smooth_abs(0.5 * (t[:, 0] + t[:, 1]))
     # A dual-mono pred's side is exactly 0 (its magnitude 1e-8, with a zero gradient), still part of the graph.
     side_p = _smooth_abs(0.5 * (p[:, 0] - p[:, 0 if dual_mono else 1]))
-    return mrstft, (side_p - mag_side_t).abs().mean() / mid
+    sums += [(side_p - mag_side_t).abs().sum(), mag_mid_t.sum(), zero + mag_mid_t.numel()]
+    return torch.stack([v.to(torch.float64) for v in sums])
+
+
+def _spectral_terms(sums: torch.Tensor, side: bool, channels: int, dtype=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One resolution of the MR-STFT loss (spectral convergence + mean |log magnitude difference|, auraloss's
+    ``STFTLoss`` with ``eps=1e-8``) and, for stereo with ``side``, of :func:`side_stft_loss` (the mean distance of
+    the side magnitudes over the mid's mean magnitude), from :func:`_spectral_sums` added over the batch."""
+    dtype = sums.dtype if dtype is None else dtype
+    mrstft = (sums[0].sqrt() / sums[1].sqrt() + sums[2] / sums[3]).to(dtype)
+    if not side or channels != 2:
+        return mrstft, mrstft.new_zeros(())
+    return mrstft, ((sums[4] / sums[6]) / (sums[5] / sums[6]).clamp_min(1e-8)).to(dtype)
 
 
 def _smooth_abs(z: torch.Tensor) -> torch.Tensor:
@@ -100,11 +115,20 @@ def _checkpointed(fn, *args):
     return fn(*args)
 
 
-def spectral_losses(pred: torch.Tensor, target: torch.Tensor, fft_sizes=FFT_SIZES, side: bool = True):
-    """(MR-STFT, side) of (batch, channels, samples) tensors, averaged over ``fft_sizes``; see :func:`_spectral_terms`."""
+def spectral_losses(pred: torch.Tensor, target: torch.Tensor, fft_sizes=FFT_SIZES, side: bool = True,
+                    chunk: int | None = None):
+    """(MR-STFT, side) of (batch, channels, samples) tensors, averaged over ``fft_sizes``; see :func:`_spectral_terms`.
+
+    ``chunk``: the spectra are taken (and recomputed in the backward pass) that many batch items at a time, so
+    only one chunk's spectra of one resolution are alive at once: the same terms (the batch's sums, added),
+    less memory (a training step's peak, README "Training data at catalogue size")."""
     mrstft, side_total = pred.new_zeros(()), pred.new_zeros(())
+    batch = pred.shape[0]
+    chunk = chunk or batch
     for n_fft in fft_sizes:
-        m, s = _checkpointed(functools.partial(_spectral_terms, n_fft=n_fft, side=side), pred, target)
+        sums = sum(_checkpointed(functools.partial(_spectral_sums, n_fft=n_fft, side=side), pred[i:i + chunk],
+                                 target[i:i + chunk]) for i in range(0, batch, chunk))
+        m, s = _spectral_terms(sums, side, pred.shape[1], pred.dtype)
         mrstft, side_total = mrstft + m, side_total + s
     return mrstft / len(fft_sizes), side_total / len(fft_sizes)
 
@@ -228,12 +252,14 @@ class MixLoss(torch.nn.Module):
     """The training loss: MR-STFT + ``level_weight`` x level/dynamics + ``loudness_weight`` x loudness
     + ``side_weight`` x stereo side (stereo only) [+ ``envelope_weight`` x band envelopes, + ``crest_weight`` x
     local crest factor, each when not 0].
-    :meth:`terms` reports each part."""
+    :meth:`terms` reports each part.  ``chunk``: the spectral terms are taken that many batch items at a time
+    (:func:`spectral_losses`; the same values, a lower memory peak)."""
 
     def __init__(self, sample_rate: int, level_weight: float = 1.0, loudness_weight: float = 2.0, side_weight: float = 1.0,
-                 envelope_weight: float = 0.0, crest_weight: float = 0.0):
+                 envelope_weight: float = 0.0, crest_weight: float = 0.0, chunk: int | None = None):
         super().__init__()
         self.sample_rate = sample_rate
+        self.chunk = chunk
         self.weights = {"mrstft": 1.0, "level_dynamics": level_weight, "loudness": loudness_weight, "side": side_weight}
         self.stft = MultiResolutionSTFT()
         self.envelope = None
@@ -251,7 +277,8 @@ class MixLoss(torch.nn.Module):
 
         spectral = {}
         if wanted("mrstft") or wanted("side"):  # one STFT per signal and resolution for both
-            spectral = dict(zip(("mrstft", "side"), spectral_losses(pred, target, self.stft.fft_sizes)))
+            spectral = dict(zip(("mrstft", "side"), spectral_losses(pred, target, self.stft.fft_sizes,
+                                                                    chunk=self.chunk)))
         terms = {"mrstft": lambda: spectral["mrstft"],
                  "level_dynamics": lambda: level_dynamics_loss(pred, target, self.sample_rate),
                  "loudness": lambda: loudness_loss(pred, target, self.sample_rate),

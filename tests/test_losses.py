@@ -84,16 +84,18 @@ def _side_reference(pred, target, sizes=(256, 1024, 4096)):
     return sum((mag(side_p, n) - mag(side_t, n)).abs().mean() / mag(mid_t, n).mean() for n in sizes) / len(sizes)
 
 
+@pytest.mark.parametrize("chunk", [None, 2, 1], ids=["whole batch", "in twos", "one by one"])
 @pytest.mark.parametrize("layout", ["stereo", "dual_mono"])
-def test_mrstft_and_side_terms_match_auraloss_and_their_definition_with_their_gradients(layout):
+def test_mrstft_and_side_terms_match_auraloss_and_their_definition_with_their_gradients(layout, chunk):
     """One STFT per signal and resolution (side and mid from the channels' spectra; a dual-mono render
-    transformed once): the same values and gradients as auraloss and the time-domain side."""
+    transformed once), the batch of 3 taken whole or a few items at a time (training's memory plan): the same
+    values and gradients as auraloss on the whole batch and the time-domain side."""
     g = torch.Generator().manual_seed(4)
     n = int(1.5 * SR)
     source = torch.randn(3, 2 if layout == "stereo" else 1, n, generator=g) * 0.1
     target = torch.randn(3, 2, n, generator=g) * 0.1
     grads, values = [], []
-    for terms_of in (lambda p: MixLoss(SR).terms(p, target),
+    for terms_of in (lambda p: MixLoss(SR, chunk=chunk).terms(p, target),
                      lambda p: {"mrstft": _mrstft_reference()(p, target), "side": _side_reference(p, target)}):
         leaf = source.clone().requires_grad_()
         pred = leaf.expand(-1, 2, -1).contiguous() if layout == "dual_mono" else leaf  # a centred render

@@ -56,6 +56,33 @@ def test_recomputed_stages_give_the_same_render_and_gradients(checkpoint):
         torch.testing.assert_close(grads_recomputed[k], grads_kept[k], rtol=1e-4, atol=1e-9, msg=k)
 
 
+def test_recomputed_stages_taken_in_chunks_give_the_whole_batchs_render_and_gradients():
+    """Training's memory plan renders the recomputed stages two items at a time.  A batch of three different
+    items (the last with both sends off, so one chunk has no returns at all): the render and every gradient are
+    those of the whole batch with every stage kept."""
+    flat = {f"{g}.{k}": v for g, d in schema.default_dict().items() for k, v in d.items()}
+    flat.update(OVERRIDES)
+    values = {k: [float(v)] * 3 for k, v in flat.items()}
+    values["compressor.threshold_db"] = [-24.0, -30.0, -18.0]
+    values["saturation.drive_db"] = [9.0, 3.0, 12.0]
+    values["delay.send_db"][2] = values["reverb.send_db"][2] = -60.0  # the bottom of the range: off
+    x = torch.cat([_clip(), 0.5 * _clip(), torch.flip(_clip(), dims=[-1])])
+    out = []
+    for checkpoint, chunk in ((False, None), (True, 2)):
+        params = {k: torch.tensor(v, requires_grad=True) for k, v in values.items()}
+        y = render(x, SR, params, staging_db=torch.zeros(3), output_channels=2, checkpoint=checkpoint, chunk=chunk)
+        (y - torch.flip(y.detach(), dims=[1]) * 0.9).pow(2).mean().backward()
+        out.append((y.detach(), {k: p.grad for k, p in params.items()}))
+    (kept, grads_kept), (chunked, grads_chunked) = out
+    assert float((kept[2, 0] - kept[2, 1]).abs().max()) == 0  # the third item has no returns: dual mono
+    assert float((kept[0, 0] - kept[0, 1]).abs().max()) > 1e-3  # the others are stereo
+    torch.testing.assert_close(chunked, kept, rtol=0, atol=1e-6)
+    moved = [k for k, g in grads_kept.items() if g is not None and float(g.abs().max()) > 0]
+    assert len(moved) > 20
+    for k in moved:
+        torch.testing.assert_close(grads_chunked[k], grads_kept[k], rtol=1e-4, atol=1e-9, msg=k)
+
+
 def test_validation_crops_are_read_again_each_time_and_are_the_crops_drawn_pair_after_pair():
     import train
     from dmst.data import AlignedPair
