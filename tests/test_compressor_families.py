@@ -28,6 +28,7 @@ from dmst.effects.compressor import detector_level_db
 
 FS = 44100
 DATA = Path(__file__).resolve().parent / "data"
+V2_MODEL = DATA / "v2_model.pt"  # the model dmst bundled until its v3 retrain: a schema-2 checkpoint
 
 
 def juce_compressor(x: np.ndarray, fs, threshold_db, ratio, attack_ms, release_ms) -> np.ndarray:
@@ -237,18 +238,18 @@ def test_v2_settings_render_as_the_v2_console_did():
     np.testing.assert_allclose(y.numpy(), want, rtol=0, atol=2e-6)  # 0.001 of RMS blend alone moves it by ~1e-4
 
 
-def test_bundled_v2_model_is_migrated_and_predicts_the_v2_settings_exactly():
-    """The bundled model (schema 2 on disk) loads, predicts what v2 predicted (float32 precision) and the new
-    parameters at exactly their defaults; its trainable encoder keeps the new rows live, from their training start."""
+def test_the_old_bundled_v2_model_is_migrated_and_predicts_the_v2_settings_exactly():
+    """The model dmst bundled until its v3 retrain (schema 2 on disk) loads, predicts what v2 predicted (float32
+    precision) and the new parameters at exactly their defaults; its trainable encoder keeps the new rows live,
+    from their training start."""
     import soundfile as sf
 
     from dmst.encoder import load_model, read_checkpoint
-    from dmst.encoder.model import resolve_model_path
 
-    assert torch.load(resolve_model_path("default"), weights_only=True)["schema_version"] == 2
-    ckpt = read_checkpoint(resolve_model_path("default"))
+    assert torch.load(V2_MODEL, weights_only=True)["schema_version"] == 2
+    ckpt = read_checkpoint(V2_MODEL)
     assert ckpt["schema_version"] == schema.SCHEMA_VERSION and ckpt["migrated"]["defaults"] == list(schema.added_since(2))
-    model = load_model("default")
+    model = load_model(V2_MODEL)
     x, sr = sf.read(Path(__file__).resolve().parents[1] / "examples" / "sing_me_a_song.wav", dtype="float32", always_2d=True)
     got = model.predict(x[:sr].T, sr)
     old = schema.from_json((DATA / "v2_settings.json").read_text())
@@ -268,16 +269,20 @@ def test_bundled_v2_model_is_migrated_and_predicts_the_v2_settings_exactly():
         schema.BY_KEY["compressor.rms_window_ms"].normalize(20.0), abs=1e-6)
 
 
-def test_model_trained_with_other_ranges_is_refused():
+@pytest.mark.parametrize("which", ["bundled", "v2"])
+def test_model_trained_with_other_ranges_is_refused(which):
+    """The bundled (schema 3) model and the old v2 one, with a range or a row of their schema changed."""
     from dmst.encoder import ModelError, model_from_checkpoint
     from dmst.encoder.model import migrate_checkpoint, resolve_model_path
 
-    ckpt = torch.load(resolve_model_path("default"), weights_only=True)
+    path = resolve_model_path("default") if which == "bundled" else V2_MODEL
+    ckpt = torch.load(path, weights_only=True)
     ckpt["schema"] = [dict(r) for r in ckpt["schema"]]
-    ckpt["schema"][0]["maximum"] = 800.0
+    row = next(r for r in ckpt["schema"] if (r["group"], r["name"]) == ("eq", "high_pass_freq_hz"))
+    row["maximum"] = 800.0
     with pytest.raises(ModelError, match="eq.high_pass_freq_hz in 16..800"):
         migrate_checkpoint(ckpt)
-    ckpt = torch.load(resolve_model_path("default"), weights_only=True)
+    ckpt = torch.load(path, weights_only=True)
     ckpt["schema"] = ckpt["schema"][:-1]
     with pytest.raises(ModelError, match="another parameter schema"):
         model_from_checkpoint(ckpt)

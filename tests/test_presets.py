@@ -39,7 +39,7 @@ EXPECTED = {
         "saturation.asymmetry": "+", "saturation.drive_db": "+",
     },
     "punchy": {
-        "compressor.attack_ms": "-", "compressor.release_ms": "-", "compressor.ratio": "+",
+        "compressor.attack_ms": "-", "compressor.release_ms": "-", "compressor.ratio": "+", "compressor.threshold_db": "-",
         "eq.low_mid_gain_db": "+",
     },
     "dry": {"delay.send_db": -60.0, "reverb.send_db": -60.0},
@@ -138,7 +138,9 @@ def _render_measures(predicted, params) -> dict[str, float]:
     95th minus 50th percentile of the 100 ms RMS level (dB), which compression lowers.
     """
     audio, sr = sf.read(EXAMPLE, dtype="float32", always_2d=True)
-    y = np.asarray(dmst.render(audio.T.copy(), sr, params))[0].astype(np.float64)
+    # Over the take's own length: with a send on the render runs on by the sends' tail, whose decaying
+    # frames would count as the take's quiet ones.
+    y = np.asarray(dmst.render(audio.T.copy(), sr, params))[0][: audio.shape[0]].astype(np.float64)
     power, f = np.abs(np.fft.rfft(y)) ** 2, np.fft.rfftfreq(len(y), 1 / sr)
 
     def share(lo, hi):
@@ -168,14 +170,20 @@ PROMISES = {
 
 @pytest.mark.parametrize("name", sorted(PROMISES))
 def test_preset_does_what_its_description_promises_on_the_render(predicted, presets, name):
-    """At amount 1 each promised measure moves the promised way (by >= 0.05 dB); at amount 0.5 it moves part of the way."""
+    """At amount 1 each promised measure moves the promised way (by >= 0.05 dB); at amount 0.5 each band measure
+    moves part of the way.  The macro-dynamics measure is checked at amount 1 only: on a model that already
+    compresses hard (the bundled one: 4.2:1 at -15.9 dB), a little more compression widens the 100 ms level
+    spread before more of it narrows it (aggressive at 0.5: +0.09 dB, at 1: -0.09 dB; on the first v3 retrain,
+    4.8:1, the compressor alone from -15.7 dB 4.8:1 to -17.7 dB 6:1: 2.39 -> 2.61 dB, to -25 dB 10:1: 2.00 dB;
+    measured), as its gain's ballistics move more."""
     before = _render_measures(predicted, predicted)
     full = _render_measures(predicted, apply_presets(predicted, [name], presets=presets))
     half = _render_measures(predicted, apply_presets(predicted, [name], amount=0.5, presets=presets))
     for measure, sign in PROMISES[name].items():
         change, part = full[measure] - before[measure], half[measure] - before[measure]
         assert (change if sign == "+" else -change) >= 0.05, (measure, change)
-        assert 0 < part / change < 1, (measure, part, change)
+        if measure != "dynamics":
+            assert 0 < part / change < 1, (measure, part, change)
 
 
 PAUSES = ROOT / "examples" / "audioflux_voice.wav"  # phrases with pauses between them
@@ -204,23 +212,27 @@ def _pause_energy_db(params_list) -> list[float]:
 
 
 def test_spacious_fills_the_pauses_and_dry_empties_them_again(presets):
-    """The bundled model predicts no space (sends off): spacious raises the energy in the pauses (the reverb and echo
-    tails) by more than 10 dB, half the amount part of the way, and dry on top of spacious gives the dry render back."""
+    """The bundled model predicts a modest room; without its sends (``dry``) the pauses are emptier still.  Spacious
+    raises the energy in the pauses (the reverb and echo tails) by more than 10 dB over the dry render, half the
+    amount part of the way, and dry on top of spacious gives the dry render back."""
     audio, sr = sf.read(PAUSES, dtype="float32", always_2d=True)
     model = load_model("default").predict(torch.from_numpy(audio.T.copy()), sr)
-    spacious = apply_presets(model, ["spacious"], presets=presets)
-    half = apply_presets(model, ["spacious"], amount=0.5, presets=presets)
+    dry = apply_presets(model, ["dry"], presets=presets)
+    spacious = apply_presets(dry, ["spacious"], presets=presets)
+    half = apply_presets(dry, ["spacious"], amount=0.5, presets=presets)
     both = apply_presets(model, ["spacious", "dry"], presets=presets)
-    none, full, part, dried = _pause_energy_db([model, spacious, half, both])
+    room, none, full, part, dried = _pause_energy_db([model, dry, spacious, half, both])
+    assert none < room - 1, (none, room)  # the model's own room is there, and dry takes it away
     assert full - none > 10, (none, full)
     assert none < part < full
     assert dried == pytest.approx(none, abs=0.01)
 
 
 def test_smooth_and_aggressive_add_space_to_a_dry_model(presets):
-    """Both presets add a space (smooth a room, aggressive a slapback echo) to the bundled model's dry prediction."""
+    """Both presets add a space (smooth a room, aggressive a slapback echo) to the bundled model's prediction with
+    its sends off (``dry``)."""
     audio, sr = sf.read(PAUSES, dtype="float32", always_2d=True)
-    model = load_model("default").predict(torch.from_numpy(audio.T.copy()), sr)
+    model = apply_presets(load_model("default").predict(torch.from_numpy(audio.T.copy()), sr), ["dry"], presets=presets)
     none, smooth, aggressive = _pause_energy_db([model] + [apply_presets(model, [n], presets=presets)
                                                            for n in ("smooth", "aggressive")])
     assert smooth - none > 3 and aggressive - none > 3, (none, smooth, aggressive)

@@ -228,11 +228,16 @@ def test_a_v3_model_written_before_the_late_rows_loads_and_predicts_their_defaul
     for name in (last, last[: -len("weight")] + "bias", "default_logits"):
         state[name] = state[name][keep]
     old = {**full, "state_dict": state, "schema": [r for r in full["schema"] if r["group"] + "." + r["name"] not in late],
-           "migrated": {"from_version": 3, "defaults": [k for k in full["migrated"]["defaults"] if k not in late]}}
+           "migrated": {"from_version": 3,
+                        "defaults": [k for k in full.get("migrated", {}).get("defaults", []) if k not in late]}}
     old["config"] = {k: v for k, v in full["config"].items() if k != "fixed"}
     torch.save(old, tmp_path / "old.pt")
     x = np.sin(2 * np.pi * 220 * np.arange(44100) / 44100)[None] * 0.1
     got = load_model(tmp_path / "old.pt").predict(x, 44100)
     want = load_model("default").predict(x, 44100)
     assert got["eq"]["high_pass_slope_db"] == 12.0 and got["compressor"]["feedback"] == 0.0
-    assert got == want
+    assert want["compressor"]["feedback"] != 0.0  # the bundled model learned its feedback: the test can tell
+    for key in KEYS:
+        if key not in late:
+            group, name = key.split(".")
+            assert got[group][name] == want[group][name], key

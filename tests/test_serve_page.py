@@ -16,6 +16,7 @@ import pytest
 import soundfile as sf
 
 from dmst import schema
+from dmst.effects.sends import tail_samples
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
@@ -126,8 +127,10 @@ def test_page_uploads_renders_edits_plays_and_downloads(browser, tmp_path):
         json_file = wait(lambda: next(iter(browser.downloads.glob("*_settings.json")), None), what="the JSON download")
         wait(lambda: not list(browser.downloads.glob("*.crdownload")), what="downloads to finish")
         info, source = sf.info(str(mix_file)), sf.info(str(EXAMPLE))
-        assert info.frames == source.frames and info.samplerate == source.samplerate
         doc = json.loads(Path(json_file).read_text())
+        # The whole take, followed by its sends' tail (the bundled model's reverb is on)
+        tail = tail_samples(source.samplerate, doc["delay"], doc["reverb"])
+        assert info.frames == source.frames + tail and info.samplerate == source.samplerate
         assert doc["compressor"]["attack_ms"] == 33 and doc["schema_version"] == schema.SCHEMA_VERSION
     finally:
         server.stop()
