@@ -92,11 +92,10 @@ def _spectral_sums(pred: torch.Tensor, target: torch.Tensor, n_fft: int, side: b
     return torch.stack([v.to(torch.float64) for v in sums])
 
 
-def _spectral_terms(sums: torch.Tensor, side: bool, channels: int, dtype=None) -> tuple[torch.Tensor, torch.Tensor]:
+def _spectral_terms(sums: torch.Tensor, side: bool, channels: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """One resolution of the MR-STFT loss (spectral convergence + mean |log magnitude difference|, auraloss's
     ``STFTLoss`` with ``eps=1e-8``) and, for stereo with ``side``, of :func:`side_stft_loss` (the mean distance of
-    the side magnitudes over the mid's mean magnitude), from :func:`_spectral_sums` added over the batch."""
-    dtype = sums.dtype if dtype is None else dtype
+    the side magnitudes over the mid's mean magnitude), from :func:`_spectral_sums` added over the batch, in ``dtype``."""
     mrstft = (sums[0].sqrt() / sums[1].sqrt() + sums[2] / sums[3]).to(dtype)
     if not side or channels != 2:
         return mrstft, mrstft.new_zeros(())

@@ -27,6 +27,7 @@ pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
 from _serve_server import ENV, ROOT, Server  # noqa: E402
+from dmst import schema  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "and_its_all.wav"
 KEY = "test-key-0123456789"
@@ -264,6 +265,10 @@ BAD = {
                                               data={"params": '{"eq": {'}), "not valid JSON"),
     "params out of range": (422, "/v1/mix", dict(files={"audio": ("v.wav", EXAMPLE.read_bytes())},
                                                  data={"params": '{"compressor": {"ratio": 100}}'}), "ratio"),
+    "params with a bad layout": (422, "/v1/mix", dict(files={"audio": ("v.wav", EXAMPLE.read_bytes())},
+                                                      data={"params": json.dumps({**json.loads(schema.to_json(
+                                                          schema.default_dict())), "meta": {"output_channels": 3}})}),
+                                 "output_channels must be 1 or 2"),
     "unknown model": (422, "/v1/params", dict(files={"audio": ("v.wav", EXAMPLE.read_bytes())},
                                               data={"model": "../../etc/passwd"}), "model"),
     "zip with ../": (422, "/v1/jobs", dict(data={"kind": "finetune"}, files={"data": ("d.zip", _zip(

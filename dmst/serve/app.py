@@ -107,7 +107,8 @@ def _preset_names(preset: list[str]) -> list[str]:
 
 def _check_choice(app_state, preset: list[str], amount: float, model: str | None, params: str | None,
                   fmt: str = "wav", bit_depth: str = "24"):
-    """Check every form field before any audio work; returns (names, params dict or None)."""
+    """Check every form field before any audio work; returns (names, params dict or None, the output layout
+    the params' meta records or None), as `dmst render --params` reads them."""
     from .. import schema
     from ..presets import PresetError, check_amount, get_presets
 
@@ -123,27 +124,17 @@ def _check_choice(app_state, preset: list[str], amount: float, model: str | None
     if fmt == "flac" and bit_depth == "32f":
         raise ApiError(422, "invalid_value", "FLAC stores integer samples only; use bit_depth 16 or 24, or format "
                        "wav for 32-bit float", "bit_depth")
-    nested = None
+    nested, layout = None, None
     if params is not None and params.strip():
+        from ..cli import settings_layout
+
         try:
-            nested = schema.from_json(params)
-        except schema.ParamError as e:
+            nested, layout = schema.from_json(params), settings_layout(params)
+        except (schema.ParamError, ValueError) as e:
             raise ApiError(422, "invalid_params", f"params: {e}", "params") from None
     elif model is not None:
         app_state.models.path(model)  # unknown name: 422 now, not after the upload is decoded
-    return names, nested
-
-
-def _params_layout(params: str | None, nested) -> int | None:
-    """The output layout the request's settings record (their meta.output_channels), as `dmst render --params`."""
-    from ..cli import settings_layout
-
-    if nested is None:
-        return None
-    try:
-        return settings_layout(params)
-    except ValueError as e:
-        raise ApiError(422, "invalid_params", f"params: {e}", "params") from None
+    return names, nested, layout
 
 
 def _result_headers(settings_json: str, true_peak: float, input_lufs: float, filename: str) -> dict:
@@ -278,7 +269,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         model: Annotated[str, Form(description="a name from GET /v1/models")] = "default",
     ):
         st = request.app.state
-        names, _ = _check_choice(st, preset, amount, model, None)
+        names, _, _ = _check_choice(st, preset, amount, model, None)
         upload = await save_upload(audio, data_dir / "uploads")
         try:
             await run_in_threadpool(check_audio_upload, upload, settings, settings.max_sync_duration_s)
@@ -307,8 +298,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         model: Annotated[str, Form(description="a name from GET /v1/models")] = "default",
     ):
         st = request.app.state
-        names, nested = _check_choice(st, preset, amount, model, params, format, bit_depth)
-        layout = _params_layout(params, nested)
+        names, nested, layout = _check_choice(st, preset, amount, model, params, format, bit_depth)
         upload = await save_upload(audio, data_dir / "uploads")
         out = data_dir / "tmp" / f"{uuid.uuid4().hex}.{format}"
         handed_over = False

@@ -74,14 +74,7 @@ def add_job_routes(router, settings, data_dir: Path, check_choice, result_header
                 if audio is None:
                     raise ApiError(422, "invalid_request", "no audio file; send the vocal as the multipart field "
                                    "'audio'", "audio")
-                names, nested = check_choice(st, preset, amount, model, params, format, bit_depth)
-                layout = None
-                if nested is not None:  # the output layout the settings record, as `dmst render --params`
-                    from ..cli import settings_layout
-                    try:
-                        layout = settings_layout(params)
-                    except ValueError as e:
-                        raise ApiError(422, "invalid_params", f"params: {e}", "params") from None
+                names, nested, layout = check_choice(st, preset, amount, model, params, format, bit_depth)
                 folder.mkdir(parents=True)
                 upload = await save_upload(audio, folder)
                 upload.rename(folder / "input")
