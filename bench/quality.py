@@ -65,6 +65,8 @@ LIMITER_M1 = "fine-tuned, limiter started at -1 dBTP"
 PREMERGE = "fine-tuned, before training ended with the switch-off step"
 CEILING_MID = "per-song ceiling, blends started mid-range"
 CEILING_START = "per-song ceiling, started at TRAINING_START"
+ENVELOPE = "fine-tuned, band-envelope term"
+REDRAWN = "foreign chain, best single setting, its reverb's fine structure redrawn"
 FAMILY = ("compressor.detector_rms", "compressor.rms_window_ms", "compressor.linear_envelope")
 
 
@@ -436,6 +438,7 @@ def main(argv=None):
                 tmp.replace(ceiling_file)
     if "eval" in stages:
         from dmst.encoder import load_model
+        from dmst.encoder.model import BUNDLED_DIR
         from dmst.fit import fit_params
 
         # The settings of every system are cached per song (the fits are the slow part); the metrics are
@@ -460,7 +463,9 @@ def main(argv=None):
                   # kept if present: the same fine-tune made before training ended with the switch-off step
                   PREMERGE: work / "finetuned_premerge" / "model.pt",
                   # kept if present: the same command with a 12-minute budget and no epoch cap (plateau stopping on)
-                  "fine-tuned, 12-minute budget": work / "finetuned_long" / "model.pt"}
+                  "fine-tuned, 12-minute budget": work / "finetuned_long" / "model.pt",
+                  # kept if present: the fine-tune with the band-envelope term in its loss (train.ENVELOPE_WEIGHT 1)
+                  ENVELOPE: work / "finetuned_envelope" / "model.pt"}
         # kept if present: the runs made before train.py stepped the learned default in [0, 1] and held the
         # limiter (the same commands; the learned default stepped as logits, the limiter's ceiling learned)
         models.update({f"{label} (before: logit steps, limiter learned)": work / f"{run}_logit" / "model.pt"
@@ -470,7 +475,8 @@ def main(argv=None):
         gone = {k for k, v in models.items() if v != "default" and not v.exists()}  # a run removed: its row goes
         models = {k: v for k, v in models.items() if k not in gone}
         # a cached prediction is used only for the same model file
-        digests = {k: "default" if v == "default" else hashlib.sha256(Path(v).read_bytes()).hexdigest()[:16]
+        # (the bundled default too: its predictions cached under a retrained default would be another model's)
+        digests = {k: hashlib.sha256(Path(BUNDLED_DIR / "default.pt" if v == "default" else v).read_bytes()).hexdigest()[:16]
                    for k, v in models.items()}
         stale = gone | {k for k, d in digests.items() if cached.get("_models", {}).get(k) != d}
         for name, song in cached.items():
@@ -488,6 +494,13 @@ def main(argv=None):
                 params.setdefault(label, model.predict(raw, sr))
             y = foreign.render(raw.double().numpy(), sr, single, truth[name]["analysis"]["stage_db"])
             rows["foreign chain, best single setting"] = metrics(torch.from_numpy(y).float(), mixed, sr, raw)
+            if args.space:  # the same setting on the footing of every other reverb (bench/space_swap.py)
+                import space_swap
+
+                h = space_swap.redraw_fine_structure(space_swap.freeverb_ir(sr, single["reverb_room"], single["reverb_damping"]),
+                                                     seed=sorted(t[0] for t in test).index(name))
+                y = space_swap.render_with_ir(raw.double().numpy(), sr, single, truth[name]["analysis"]["stage_db"], h)
+                rows[REDRAWN] = metrics(torch.from_numpy(y).float(), mixed, sr, raw)
             ceilings = read_ceilings(work) if not args.space else {}
             if name in ceilings:
                 params["per-song ceiling (dmst fit)"] = ceilings[name]["params"]
@@ -569,7 +582,7 @@ def report(work: Path, truth, test, args):
         result["gap_closed"] = gaps
         for k, v in gaps.items():
             print(f"gap closed {k}: {v:.0%}")
-        rivals = [b for b in ("default model", "global setting", "global setting, lr 1e-2", "foreign chain, best single setting")
+        rivals = [b for b in ("default model", "global setting", "global setting, lr 1e-2", "foreign chain, best single setting", REDRAWN)
                   if b in all_]
         result.update(summary=summary, fine_tuned_beats={m: {b: "tie" if abs(all_["fine-tuned"][m] - all_[b][m]) < 1e-9
                                                               else bool(all_["fine-tuned"][m] < all_[b][m]) for b in rivals}

@@ -28,7 +28,7 @@
   down than at the right level and length, so fitted free the sends shrink and the decay
   wanders.  Band energies summed over many bins and 46 ms do not depend on which noise
   it is, only on its level and its decay in each band: what a listener hears of a space.
-  ``dmst fit`` uses it; training does not yet (``MixLoss(envelope_weight=0)``).
+  ``dmst fit`` uses it; training does not by default (``train.ENVELOPE_WEIGHT`` 0: tried, it did not help).
 """
 from __future__ import annotations
 
