@@ -7,7 +7,7 @@ Python start-up, imports, model load, prediction, rendering, the true-peak check
 writing a 24-bit WAV.  The vocal is the examples/*.wav files tiled to length (mono,
 44.1 kHz, 24-bit).  Two cases:
 
-* ``model``: the model's own mix (the bundled model predicts the v3 stages off);
+* ``model``: the model's own mix (the bundled v3 model: stereo out, its reverb and de-esser on);
 * ``all-stages``: ``--params`` with every stage active (the setting of
   ``tests/test_console_v3.py``: gate, de-esser, post-EQ, a delay and a reverb on sends,
   stereo out with the sends' tail, saturation; the limiter at -1 dBTP).

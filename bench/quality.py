@@ -465,7 +465,9 @@ def main(argv=None):
                   # kept if present: the same command with a 12-minute budget and no epoch cap (plateau stopping on)
                   "fine-tuned, 12-minute budget": work / "finetuned_long" / "model.pt",
                   # kept if present: the fine-tune with the band-envelope term in its loss (train.ENVELOPE_WEIGHT 1)
-                  ENVELOPE: work / "finetuned_envelope" / "model.pt"}
+                  ENVELOPE: work / "finetuned_envelope" / "model.pt",
+                  # kept if present: the same fine-tune at the learning rate of --global (3e-3)
+                  "fine-tuned, lr 3e-3": work / "finetuned_lr3" / "model.pt"}
         # kept if present: the runs made before train.py stepped the learned default in [0, 1] and held the
         # limiter (the same commands; the learned default stepped as logits, the limiter's ceiling learned)
         models.update({f"{label} (before: logit steps, limiter learned)": work / f"{run}_logit" / "model.pt"
