@@ -85,6 +85,13 @@ def pick_files(voices: Path, n_train: int, n_test: int, n_sung: int, seed: int =
     return files[:n_train], files[n_train:n_train + n_test] + sung
 
 
+def more_files(voices: Path, n_train: int, n_test: int, n_more: int, seed: int = 0):
+    """``n_more`` further training voices, drawn after pick_files' test songs: the test set stays the same."""
+    files = [f for f in sorted((voices / "speech").glob(f"{PACKAGE}__*.flac")) if sf.info(f).duration >= 1.5]
+    random.Random(seed).shuffle(files)
+    return files[n_train + n_test: n_train + n_test + n_more]
+
+
 def write_pairs(files, folder: Path, compressor="juce", space=False) -> dict[str, dict]:
     (folder / "raw").mkdir(parents=True, exist_ok=True)
     (folder / "mixed").mkdir(parents=True, exist_ok=True)
@@ -337,7 +344,7 @@ def swap_analysis(songs, truth):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--stage", default="all", choices=["all", "mix", "train", "global", "global_hi", "search", "ceiling", "eval", "diagnose",
+    p.add_argument("--stage", default="all", choices=["all", "mix", "train", "train_more", "global", "global_hi", "search", "ceiling", "eval", "diagnose",
                                                   "report"])
     p.add_argument("--voices", default=str(ROOT.parent / "shared" / "data" / "voices"))
     p.add_argument("--space", action="store_true", help="issue 12's engineer: the chain also de-esses and adds a "
@@ -353,6 +360,8 @@ def main(argv=None):
                    help="train.py --high-pass-slope for the fine-tune and --global, and the ceiling's slope (auto: per "
                    "song, a short fit at each) [auto]")
     p.add_argument("--n-train", type=int, default=50)
+    p.add_argument("--more-train", type=int, default=0, help="--stage train_more: the fine-tune again on the --n-train "
+                   "pairs plus this many more (voices after the test songs, so the test set is the same) [0]")
     p.add_argument("--n-test", type=int, default=12, help="held-out speech test songs (plus --n-sung sung takes)")
     p.add_argument("--n-sung", type=int, default=4)
     p.add_argument("--fit-steps", type=int, default=120, help="optimiser steps per song for the ceiling (dmst fit's "
@@ -393,6 +402,26 @@ def main(argv=None):
         t = time.monotonic()
         train.main(common + ["--out", str(work / "finetuned"), *cap(args.epochs), "--time-budget", str(args.minutes), "--lr", "1e-3"])
         (work / "finetuned" / "wall_s.txt").write_text(f"{time.monotonic() - t:.0f}\n")
+    if "train_more" in stages and args.more_train and not (work / "finetuned_more" / "model.pt").exists():
+        import train
+
+        # the training pairs plus more: the first ones linked, the new ones mixed into their own folder
+        extra = more_files(Path(args.voices), args.n_train, args.n_test, args.more_train)
+        if not (work / "train_extra" / "truth.json").exists():
+            (work / "train_extra").mkdir(parents=True, exist_ok=True)
+            extra_truth = write_pairs(extra, work / "train_extra")
+            (work / "train_extra" / "truth.json").write_text(json.dumps(extra_truth, indent=1))
+        for sub in ("raw", "mixed"):
+            (work / "train_more" / sub).mkdir(parents=True, exist_ok=True)
+            for folder in (work / "train", work / "train_extra"):
+                for f in sorted((folder / sub).iterdir()):
+                    link = work / "train_more" / sub / f.name
+                    if not link.exists():
+                        link.symlink_to(f.resolve())
+        t = time.monotonic()
+        train.main([c if c != str(work / "train") else str(work / "train_more") for c in common]
+                   + ["--out", str(work / "finetuned_more"), *cap(args.epochs), "--time-budget", str(args.minutes), "--lr", "1e-3"])
+        (work / "finetuned_more" / "wall_s.txt").write_text(f"{time.monotonic() - t:.0f}\n")
     if "global" in stages and not (work / "global" / "model.pt").exists():
         import train
 
@@ -467,7 +496,9 @@ def main(argv=None):
                   # kept if present: the fine-tune with the band-envelope term in its loss (train.ENVELOPE_WEIGHT 1)
                   ENVELOPE: work / "finetuned_envelope" / "model.pt",
                   # kept if present: the same fine-tune at the learning rate of --global (3e-3)
-                  "fine-tuned, lr 3e-3": work / "finetuned_lr3" / "model.pt"}
+                  "fine-tuned, lr 3e-3": work / "finetuned_lr3" / "model.pt",
+                  # kept if present: the fine-tune on more training pairs (--stage train_more --more-train N)
+                  "fine-tuned on more pairs": work / "finetuned_more" / "model.pt"}
         # kept if present: the runs made before train.py stepped the learned default in [0, 1] and held the
         # limiter (the same commands; the learned default stepped as logits, the limiter's ceiling learned)
         models.update({f"{label} (before: logit steps, limiter learned)": work / f"{run}_logit" / "model.pt"
