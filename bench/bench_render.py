@@ -85,7 +85,7 @@ else:
 t["predict"] = time.perf_counter() - t0; t0 = time.perf_counter()
 y = cli._render(audio, sr, params, staging_db)
 t["render"] = time.perf_counter() - t0; t0 = time.perf_counter()
-if params_file is None or params["limiter"]["ceiling_dbtp"] >= 0:  # with the limiter on, dmst render skips the check
+if params["limiter"]["ceiling_dbtp"] >= 0:  # with the limiter on (the model's or the file's), dmst render skips the check
     io.true_peak_dbfs(y, sr)
 t["true peak"] = time.perf_counter() - t0; t0 = time.perf_counter()
 io.write_audio({str(output)!r}, y, sr, bit_depth="24", force=True)
