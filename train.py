@@ -56,7 +56,7 @@ RUN_ARGS = ("data", "init", "global_only", "epochs", "time_budget", "patience", 
             "batch_size", "crop_seconds", "lr", "val_fraction", "seed", "high_pass_slope")
 SLOPE = "eq.high_pass_slope_db"  # a discrete row: the model holds it fixed, training does not learn it
 CREST_WEIGHT = 0.0  # the loss's local-crest-factor term (dmst.losses.crest_loss): off until it is shown to help
-ENVELOPE_WEIGHT = 0.0  # the band-envelope term (dmst.losses.BandEnvelopeLoss, dmst fit's): off until shown to help
+ENVELOPE_WEIGHT = 0.0  # the band-envelope term (dmst.losses.BandEnvelopeLoss, dmst fit's): tried at 1, it did not help
 LIMITER = "limiter.ceiling_dbtp"
 # In the memory plan (every console stage recomputed), the console and the loss's spectra take a step's batch this
 # many items at a time: the same loss and gradients, a lower peak (20 stereo 3.5-minute pairs, 16 steps of 8 x 5 s:

@@ -256,10 +256,11 @@ def split_band_deesser(x: np.ndarray, sample_rate: float, freq_hz: float, thresh
     return x + (10 ** (-reduction_db / 20) - 1) * high
 
 
-def space_returns(send: np.ndarray, sample_rate: float, s: dict[str, float]) -> np.ndarray:
+def space_returns(send: np.ndarray, sample_rate: float, s: dict[str, float], reverb_ir: np.ndarray | None = None) -> np.ndarray:
     """(2, n) stereo returns of a mono (n,) send: pedalboard's Delay (left at ``delay_ms``, right 23 ms later,
     the send band-limited to 250 Hz-5 kHz first) and Freeverb (``reverb_room``, ``reverb_damping``, width 1,
-    after ``reverb_pre_ms``), each at its send level."""
+    after ``reverb_pre_ms``), each at its send level.  ``reverb_ir`` (2, m): Freeverb replaced by this impulse
+    response, convolved (bench/space_swap.py's swap)."""
     import pedalboard as pb
 
     v = send.astype(np.float32)[None]
@@ -269,8 +270,11 @@ def space_returns(send: np.ndarray, sample_rate: float, s: dict[str, float]) -> 
     right = pb.Delay(delay_seconds=s["delay_ms"] / 1000 + 0.023, feedback=fb, mix=1.0)(band, sample_rate)[0]
     pre = int(round(s["reverb_pre_ms"] * sample_rate / 1000))
     rv_in = np.concatenate([np.zeros((2, pre), np.float32), np.repeat(v, 2, axis=0)[:, : v.shape[-1] - pre]], axis=-1)
-    rev = pb.Reverb(room_size=s["reverb_room"], damping=s["reverb_damping"], wet_level=1.0, dry_level=0.0,
-                    width=1.0)(rv_in, sample_rate)
+    if reverb_ir is None:
+        rev = pb.Reverb(room_size=s["reverb_room"], damping=s["reverb_damping"], wet_level=1.0, dry_level=0.0,
+                        width=1.0)(rv_in, sample_rate)
+    else:
+        rev = np.stack([signal.fftconvolve(rv_in[0].astype(np.float64), ir)[: v.shape[-1]] for ir in reverb_ir])
     d_gain, r_gain = 10 ** (s["delay_send_db"] / 20), 10 ** (s["reverb_send_db"] / 20)
     return (d_gain * np.stack([left, right]) + r_gain * rev).astype(np.float64)
 
@@ -324,14 +328,15 @@ _classic_kernel = None
 
 
 def render(x: np.ndarray, sample_rate: float, s: dict[str, float], stage_db: float, *, compressor: str = "juce",
-           eq_first: bool = False, hp_order: int = 1, compress=None, saturate=None) -> np.ndarray:
+           eq_first: bool = False, hp_order: int = 1, compress=None, saturate=None, reverb_ir=None) -> np.ndarray:
     """The foreign chain on (channels, n) audio with settings ``s``; returns float64 (channels, n) at ``s['target_lufs']``.
 
     ``compressor``: "juce" (pedalboard.Compressor) or "classic".  The keyword options swap
     one piece for another, for the swap analysis: ``eq_first`` puts the bells and shelf
     before the compressor; ``hp_order`` 2 makes the high-pass 12 dB/oct (pedalboard's
     ``HighpassFilter`` is first order; 2 uses scipy's Butterworth); ``compress(x, s)`` and
-    ``saturate(x, s)`` replace the compressor and the saturation.
+    ``saturate(x, s)`` replace the compressor and the saturation.  ``reverb_ir`` replaces Freeverb's
+    return with that impulse response (:func:`space_returns`).
     """
     import pedalboard as pb
 
@@ -363,7 +368,7 @@ def render(x: np.ndarray, sample_rate: float, s: dict[str, float], stage_db: flo
         n_raw = y.shape[-1]
         y = np.pad(y, ((0, 0), (0, int(TAIL_S * sample_rate))))  # room for the tail (trimmed where it has died away)
         y = split_band_deesser(y, sample_rate, s["deess_hz"], s["deess_threshold_db"], s["deess_range_db"])
-        returns = space_returns(y.mean(axis=0), sample_rate, s)
+        returns = space_returns(y.mean(axis=0), sample_rate, s, reverb_ir)
         y = (y if y.shape[0] == 2 else np.repeat(y[:1], 2, axis=0)) + returns
         y = y[:, : _tail_end(y, sample_rate, n_raw)]
     return y * 10 ** ((s["target_lufs"] - lufs(y, sample_rate)) / 20)

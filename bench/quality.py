@@ -77,9 +77,15 @@ def _threads():
     numba.set_num_threads(1)
 
 
-def pick_files(voices: Path, n_train: int, n_test: int, n_sung: int, seed: int = 0):
+def _speech_files(voices: Path, seed: int) -> list[Path]:
+    """The held-out speech voices of at least 1.5 s, in the benchmark's seeded order."""
     files = [f for f in sorted((voices / "speech").glob(f"{PACKAGE}__*.flac")) if sf.info(f).duration >= 1.5]
     random.Random(seed).shuffle(files)
+    return files
+
+
+def pick_files(voices: Path, n_train: int, n_test: int, n_sung: int, seed: int = 0):
+    files = _speech_files(voices, seed)
     sung = [f for f in sorted((voices / "singing").glob("scratch__*.flac"))
             if sf.info(f).duration >= 1.5 and "BeatBox" not in f.name][:n_sung]
     return files[:n_train], files[n_train:n_train + n_test] + sung
@@ -87,9 +93,7 @@ def pick_files(voices: Path, n_train: int, n_test: int, n_sung: int, seed: int =
 
 def more_files(voices: Path, n_train: int, n_test: int, n_more: int, seed: int = 0):
     """``n_more`` further training voices, drawn after pick_files' test songs: the test set stays the same."""
-    files = [f for f in sorted((voices / "speech").glob(f"{PACKAGE}__*.flac")) if sf.info(f).duration >= 1.5]
-    random.Random(seed).shuffle(files)
-    return files[n_train + n_test: n_train + n_test + n_more]
+    return _speech_files(voices, seed)[n_train + n_test: n_train + n_test + n_more]
 
 
 def write_pairs(files, folder: Path, compressor="juce", space=False) -> dict[str, dict]:
@@ -519,6 +523,7 @@ def main(argv=None):
         cached["_models"] = {**cached.get("_models", {}), **digests}
         models = {k: load_model(v) for k, v in models.items()}
         t_eval = time.monotonic()
+        swap_seed = {n: i for i, n in enumerate(sorted(t[0] for t in test))}  # bench/space_swap.py's seeds
         for name, raw, mixed, sr in tqdm(test, desc="evaluating", file=sys.stderr):
             rows, params = per_song.setdefault(name, {}), cached.setdefault(name, {})
             n, channels = mixed.shape[-1], mixed.shape[0]
@@ -531,7 +536,7 @@ def main(argv=None):
                 import space_swap
 
                 h = space_swap.redraw_fine_structure(space_swap.freeverb_ir(sr, single["reverb_room"], single["reverb_damping"]),
-                                                     seed=sorted(t[0] for t in test).index(name))
+                                                     seed=swap_seed[name])
                 y = space_swap.render_with_ir(raw.double().numpy(), sr, single, truth[name]["analysis"]["stage_db"], h)
                 rows[REDRAWN] = metrics(torch.from_numpy(y).float(), mixed, sr, raw)
             ceilings = read_ceilings(work) if not args.space else {}

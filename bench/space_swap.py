@@ -105,20 +105,7 @@ def dmst_matched_ir(h: np.ndarray, sample_rate: int) -> tuple[np.ndarray, dict]:
 
 def render_with_ir(raw: np.ndarray, sample_rate: int, s: dict, stage_db: float, ir: np.ndarray) -> np.ndarray:
     """The foreign chain with Freeverb's return replaced by the convolution of its (pre-delayed) input with ``ir``."""
-    original = foreign.space_returns
-
-    def returns(send, sr, settings):
-        dry_sends = original(send, sr, {**settings, "reverb_send_db": -400.0})  # the delay alone
-        pre = int(round(settings["reverb_pre_ms"] * sr / 1000))
-        v = np.concatenate([np.zeros(pre), send.astype(np.float32).astype(np.float64)])[: send.shape[-1]]
-        rev = np.stack([signal.fftconvolve(v, ir[c])[: send.shape[-1]] for c in range(2)])
-        return dry_sends + 10 ** (settings["reverb_send_db"] / 20) * rev
-
-    foreign.space_returns = returns
-    try:
-        return foreign.render(raw, sample_rate, s, stage_db)
-    finally:
-        foreign.space_returns = original
+    return foreign.render(raw, sample_rate, s, stage_db, reverb_ir=ir)
 
 
 def main(argv=None) -> int:
