@@ -239,32 +239,20 @@ def mixes_true_peak_dbtp(pairs, channels) -> float:
     return float(torch.quantile(peaks, PEAK_QUANTILE)) if len(peaks) else math.nan
 
 
-@torch.no_grad()
-def start_limiter_at(encoder, ceiling_dbtp: float) -> float:
-    """Set the learned default's limiter ceiling to ``ceiling_dbtp`` (within its range; at 0 dBTP it is off) and
-    return the value set."""
-    p = schema.BY_KEY[LIMITER]
-    value = min(max(ceiling_dbtp, p.minimum), p.maximum)
-    u = min(max(p.normalize(value), 1e-3), 1 - 1e-3)
-    encoder.default_logits[schema.KEYS.index(LIMITER)] = math.log(u) - math.log1p(-u)
-    return value
-
-
-def hold_limiter(encoder) -> None:
-    """Hold the limiter's ceiling where the run set it, for every song: its output row zero, and no gradient to it
-    or to the learned default's ceiling (:class:`UnitSpaceAdamW` leaves a zero gradient's entry bit for bit).
+def hold_limiter(encoder, ceiling_dbtp: float) -> float:
+    """Hold the limiter's ceiling at ``ceiling_dbtp`` (within its range; at 0 dBTP, its top, exactly off) for every
+    song: a held row of the encoder (:meth:`Encoder.fix`), so no gradient and no sigmoid's near-miss.  Returns the
+    value held.
 
     A ceiling is a delivery spec, measured on the engineer's mixes, not a style to learn from crops: learned, a
     fine-tune on mixes that peak at +1 dBTP (no limiter) lowered it to -1.8 dBTP, where it bought 0.1 % of the
     loss and shaved the peaks of whole songs (crest-factor error 1.17 dB, 0.61 dB with the limiter off;
-    ``bench/quality.py``)."""
-    i = schema.KEYS.index(LIMITER)
-    last = encoder.head[-1]
-    with torch.no_grad():
-        last.weight[i].zero_()
-        last.bias[i].zero_()
-    for tensor in (encoder.default_logits, last.weight, last.bias):
-        tensor.register_hook(lambda g: g.index_fill(0, torch.tensor([i], device=g.device), 0.0))
+    ``bench/quality.py``).  Held as a learned default's logit (before), "off" was -0.012 dBTP: on, shaving the
+    peaks of every song that went over 0 dBTP."""
+    p = schema.BY_KEY[LIMITER]
+    value = min(max(ceiling_dbtp, p.minimum), p.maximum)
+    encoder.fix(LIMITER, value)
+    return value
 
 
 @torch.no_grad()
@@ -433,10 +421,14 @@ def main(argv=None):
     if resume is None:
         peak = mixes_true_peak_dbtp(train_pairs, channels)
         if math.isfinite(peak):
-            limiter_start = start_limiter_at(encoder, peak)
+            limiter_start = hold_limiter(encoder, peak)
             print(f"limiter: held at {limiter_start:g} dBTP (the mixes' loudest true peaks, {PEAK_QUANTILE:.0%} "
                   f"quantile: {peak:.2f} dBTP{'; 0 is off' if limiter_start == 0 else ''})")
-    hold_limiter(encoder)
+    if limiter_start is not None:  # resumed: held again (a run begun before the ceiling was a held row: now exactly)
+        hold_limiter(encoder, limiter_start)
+    else:  # silent mixes: held where the start model has it (the default, or the init model's)
+        u = torch.sigmoid(encoder.default_logits[schema.KEYS.index(LIMITER)].detach().double().cpu())
+        hold_limiter(encoder, encoder.fixed.get(LIMITER, float(schema.BY_KEY[LIMITER].denormalize(u))))
     slope_meta = {"limiter_start_dbtp": limiter_start, "high_pass_slope_db": encoder.fixed[SLOPE], **({"high_pass_slope_auto": slope_choice} if slope_choice else {})}
     tails = [p.tail_s for p in usable]
     if not recompute["stages"]:

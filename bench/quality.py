@@ -211,11 +211,22 @@ def fit_ceiling(raw, mixed, sr, steps, slope="auto"):
     return fit_params(raw, mixed, sr, steps=steps, high_pass_slope_db=chosen)[0], {f"{k:g}": v for k, v in losses.items()}
 
 
-def read_ceilings(work: Path) -> dict:
-    """The ceiling's cached fits, from every ``--stage ceiling`` process's file."""
+# 2: dmst fit holds the limiter exactly off for a mix over 0 dBTP (before, it fitted it, and it stayed on a hair
+# under 0 dBTP).  Only those songs' fits changed: an older fit of any other song is still current.
+CEILING_FIT_VERSION = 2
+
+
+def read_ceilings(work: Path, test=()) -> dict:
+    """The ceiling's cached fits, from every ``--stage ceiling`` process's file; with the ``test`` songs, less the
+    fits made before :data:`CEILING_FIT_VERSION` that it changed (a mix over 0 dBTP)."""
+    from dmst.audio_io import true_peak_dbfs
+
     out = {}
     for f in sorted(work.glob("ceiling_settings*.json")):
         out.update(json.loads(f.read_text()))
+    for name, _, mixed, sr in test:
+        if name in out and out[name].get("fit_version", 1) < 2 and true_peak_dbfs(mixed, sr) >= 0.0:
+            del out[name]
     return out
 
 
@@ -453,9 +464,12 @@ def main(argv=None):
         ceilings = json.loads(ceiling_file.read_text()) if ceiling_file.exists() else {}
         claims = work / "ceiling_claims"
         claims.mkdir(exist_ok=True)
+        current = read_ceilings(work, test)
+        for name in set(read_ceilings(work)) - set(current):  # superseded fits: claimed again
+            (claims / name).unlink(missing_ok=True)
         for name, raw, mixed, sr in tqdm(test[::-1] if args.ceiling_order == "reverse" else test, desc="ceiling fits",
                                          file=sys.stderr):
-            if name not in read_ceilings(work):
+            if name not in read_ceilings(work, [t for t in test if t[0] == name]):
                 try:
                     (claims / name).open("x").close()
                 except FileExistsError:
@@ -465,7 +479,7 @@ def main(argv=None):
                 raw_n = torch.nn.functional.pad(raw, (0, mixed.shape[-1] - raw.shape[-1]))
                 params, losses = fit_ceiling(raw_n, mixed, sr, args.fit_steps, args.high_pass_slope)
                 ceilings[name] = {"params": params, "slope_losses": losses, "fit_s": time.monotonic() - t,
-                                  "steps": args.fit_steps}
+                                  "steps": args.fit_steps, "fit_version": CEILING_FIT_VERSION}
                 tmp = ceiling_file.with_suffix(".tmp")
                 tmp.write_text(json.dumps(ceilings, indent=1))
                 tmp.replace(ceiling_file)
@@ -511,9 +525,12 @@ def main(argv=None):
                                           ("fine-tuned, 12-minute budget", "finetuned_long"))})
         gone = {k for k, v in models.items() if v != "default" and not v.exists()}  # a run removed: its row goes
         models = {k: v for k, v in models.items() if k not in gone}
-        # a cached prediction is used only for the same model file
-        # (the bundled default too: its predictions cached under a retrained default would be another model's)
-        digests = {k: hashlib.sha256(Path(BUNDLED_DIR / "default.pt" if v == "default" else v).read_bytes()).hexdigest()[:16]
+        # a cached prediction is used only for the same model file, as this dmst loads it (the rows it holds and
+        # pins: a loader's migration changes predictions of the same file); the bundled default too, as its
+        # predictions cached under a retrained default would be another model's
+        loaded = {k: load_model(v) for k, v in models.items()}
+        digests = {k: hashlib.sha256(Path(BUNDLED_DIR / "default.pt" if v == "default" else v).read_bytes()
+                                     + json.dumps([loaded[k].encoder.fixed, loaded[k].pinned]).encode()).hexdigest()[:16]
                    for k, v in models.items()}
         stale = gone | {k for k, d in digests.items() if cached.get("_models", {}).get(k) != d}
         for name, song in cached.items():
@@ -521,7 +538,7 @@ def main(argv=None):
                 for k in stale:
                     song.pop(k, None)
         cached["_models"] = {**cached.get("_models", {}), **digests}
-        models = {k: load_model(v) for k, v in models.items()}
+        models = loaded
         t_eval = time.monotonic()
         swap_seed = {n: i for i, n in enumerate(sorted(t[0] for t in test))}  # bench/space_swap.py's seeds
         for name, raw, mixed, sr in tqdm(test, desc="evaluating", file=sys.stderr):
@@ -539,9 +556,11 @@ def main(argv=None):
                                                      seed=swap_seed[name])
                 y = space_swap.render_with_ir(raw.double().numpy(), sr, single, truth[name]["analysis"]["stage_db"], h)
                 rows[REDRAWN] = metrics(torch.from_numpy(y).float(), mixed, sr, raw)
-            ceilings = read_ceilings(work) if not args.space else {}
+            ceilings = read_ceilings(work, [(name, raw, mixed, sr)]) if not args.space else {}
             if name in ceilings:
                 params["per-song ceiling (dmst fit)"] = ceilings[name]["params"]
+            elif not args.space and name in read_ceilings(work):  # superseded (CEILING_FIT_VERSION): fitted again
+                params.pop("per-song ceiling (dmst fit)", None)
             if (not args.space or args.all_ceilings) and "per-song ceiling (dmst fit)" not in params:
                 t = time.monotonic()
                 raw_n = torch.nn.functional.pad(raw, (0, n - raw.shape[-1]))
@@ -669,7 +688,7 @@ def report(work: Path, truth, test, args):
             result[f"{run}_stop_reason"] = last.get("stop_reason")
             print(f"{run}: {len(epochs)} epochs, {epochs[-1]['elapsed_s']:.0f} s, stopped: {last.get('stop_reason')}, "
                   f"high-pass slope {last.get('high_pass_slope')}")
-    ceilings = read_ceilings(work)
+    ceilings = read_ceilings(work, test)
     if ceilings:
         slopes = [c["params"]["eq"]["high_pass_slope_db"] for c in ceilings.values()]
         result["ceiling_slopes"] = {f"{k:g}": slopes.count(k) for k in sorted(set(slopes))}

@@ -124,3 +124,27 @@ def test_fit_recovers_a_space_decay_within_20_percent_and_delay_time_within_5_ms
     params, _ = fit_params(x, mixed, fs, steps=30, lr=0.1)
     assert params["delay"]["time_ms"] == pytest.approx(300.0, abs=5.0)
     assert params["reverb"]["decay_s"] == pytest.approx(2.0, rel=0.2)
+
+
+def test_a_mix_over_0_dbtp_is_fitted_with_the_limiter_exactly_off():
+    """No ceiling at or under 0 dBTP reproduces a mix whose true peak is over it (an engineer without a limiter):
+    the fit holds the limiter off (0 dBTP, its bypass), exactly, and the fitted render keeps the over.  Under
+    0 dBTP the ceiling is fitted, starting at the mix's peak."""
+    from dmst.audio_io import true_peak_dbfs
+    from dmst.fit import fit_params
+
+    sr = 44100
+    raw = _voice(sr, 3.0)
+    target = schema.default_dict()
+    target["limiter"]["ceiling_dbtp"] = 0.0  # off
+    target["output"]["loudness_lufs"] = -8.0
+    with torch.no_grad():
+        mixed = render(raw[None], sr, schema.stack([target]))[0]
+    assert true_peak_dbfs(mixed, sr) > 0.5  # the test means something
+    params, _ = fit_params(raw, mixed, sr, steps=3)
+    assert params["limiter"]["ceiling_dbtp"] == 0.0
+    with torch.no_grad():
+        y = render(raw[None], sr, schema.stack([params]))[0]
+    assert true_peak_dbfs(y, sr) > 0.5
+    quiet, _ = fit_params(raw, 0.5 * mixed, sr, steps=0)
+    assert quiet["limiter"]["ceiling_dbtp"] < 0.0

@@ -11,6 +11,7 @@ not worth having on: the model predicts them exactly off (their defaults) whatev
 """
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from dataclasses import asdict
@@ -28,6 +29,7 @@ from .network import Encoder, training_start_logits
 
 FORMAT = "dmst-model"
 FORMAT_VERSION = 1
+LIMITER = "limiter.ceiling_dbtp"  # held by training (train.hold_limiter)
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "models"
 
 
@@ -271,7 +273,13 @@ def model_from_checkpoint(ckpt: dict, name: str | None = None) -> DmstModel:
     if not isinstance(off, (list, tuple)) or any(k not in schema.KEYS for k in off):
         raise ModelError(f"{ckpt.get('name', 'model')}: switched_off {off!r} names a parameter this dmst does not have; "
                          "retrain or fine-tune it with this dmst")
-    encoder = Encoder(**ckpt["config"])
+    config = dict(ckpt["config"])
+    held = ckpt.get("meta", {}).get("limiter_start_dbtp")
+    if isinstance(held, (int, float)) and math.isfinite(held) and LIMITER not in config.get("fixed", {}):
+        # Trained before the ceiling was a held row: it was held as a learned default's logit (its output row
+        # zero), which puts "off" (0 dBTP) at -0.012 dBTP, on.  Held now at the value the run recorded, exactly.
+        config["fixed"] = {**config.get("fixed", {}), LIMITER: float(held)}
+    encoder = Encoder(**config)
     encoder.load_state_dict(ckpt["state_dict"])
     return DmstModel(encoder, name=name or ckpt.get("name", "model"), meta=ckpt.get("meta", {}),
                      fixed_defaults=ckpt.get("migrated", {}).get("defaults", ()),

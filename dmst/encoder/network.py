@@ -16,7 +16,9 @@ A discrete row of the schema (``eq.high_pass_slope_db``) is not predicted: a sig
 has no meaning between 12 and 18 dB/octave, and rounding has no gradient.  The encoder
 holds a fixed value for it (``fixed``, recorded in its ``config``, so in the model file;
 schema default unless set), and its output column is that value's normalised form.  The
-head keeps a row for it so that every column indexes the schema alike.
+head keeps a row for it so that every column indexes the schema alike.  Training also holds
+the limiter's ceiling this way (a delivery spec measured on the mixes, not a style): held, a
+value at the top of its range is exactly that value, the limiter off, which no sigmoid reaches.
 """
 from __future__ import annotations
 
@@ -25,6 +27,11 @@ from torch import nn
 
 from .. import schema
 from .features import N_LEVEL_FEATURES, LogMel, level_features
+
+
+# Continuous rows training may hold at a measured value instead of learning them (train.py: the limiter's
+# ceiling, at the mixes' loudest true peaks).
+HOLDABLE_KEYS: tuple[str, ...] = ("limiter.ceiling_dbtp",)
 
 
 def training_start_logits() -> torch.Tensor:
@@ -70,13 +77,16 @@ class Encoder(nn.Module):
         self.default_logits = nn.Parameter(logits)
 
     def fix(self, key: str, value: float) -> None:
-        """Hold discrete row ``key`` at ``value`` (one of its choices); recorded in ``config``."""
+        """Hold row ``key`` at ``value`` (a discrete row: one of its choices; :data:`HOLDABLE_KEYS`: within its
+        range): its output column is that value exactly, with no gradient.  Recorded in ``config``."""
         p = schema.BY_KEY[key]
-        if key not in schema.DISCRETE_KEYS:
-            raise ValueError(f"only a discrete row is held fixed, not {key}")
+        if key not in schema.DISCRETE_KEYS + HOLDABLE_KEYS:
+            raise ValueError(f"only a discrete row or one of {', '.join(HOLDABLE_KEYS)} is held fixed, not {key}")
         schema.check_value(key, value)
         self.config["fixed"] = {**self.config.get("fixed", {}), key: float(value)}
-        self.fixed_u[schema.KEYS.index(key)] = p.normalize(float(value))
+        i = schema.KEYS.index(key)
+        self.fixed_u[i] = p.normalize(float(value))
+        self.fixed_mask[i] = True
 
     @property
     def fixed(self) -> dict[str, float]:
