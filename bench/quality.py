@@ -230,6 +230,21 @@ def read_ceilings(work: Path, test=()) -> dict:
     return out
 
 
+def store_ceiling(work: Path, name: str, entry: dict, file_name: str = "ceiling_settings.json") -> None:
+    """Cache one song's ceiling fit in ``file_name`` (atomically), and drop any older fit of it from the other files."""
+    for f in sorted(work.glob("ceiling_settings*.json")):
+        fits = json.loads(f.read_text())
+        if f.name == file_name or name in fits:
+            fits.pop(name, None)
+            if f.name == file_name:
+                fits[name] = entry
+            tmp = f.with_suffix(".tmp")
+            tmp.write_text(json.dumps(fits, indent=1))
+            tmp.replace(f)
+    if not (work / file_name).exists():
+        (work / file_name).write_text(json.dumps({name: entry}, indent=1))
+
+
 def render_params(raw, sr, params, length=None, channels=None):
     """The console's render of ``raw`` padded with silence to ``length`` (room for its tail), in ``channels``
     (2: a mono take becomes centred stereo with stereo returns, as a model trained on stereo mixes renders)."""
@@ -461,7 +476,6 @@ def main(argv=None):
     # reverse beside the first (each song is claimed by one, and each writes its own file; eval reads them all).
     ceiling_file = work / ("ceiling_settings_reverse.json" if args.ceiling_order == "reverse" else "ceiling_settings.json")
     if "ceiling" in stages and not args.space:
-        ceilings = json.loads(ceiling_file.read_text()) if ceiling_file.exists() else {}
         claims = work / "ceiling_claims"
         claims.mkdir(exist_ok=True)
         current = read_ceilings(work, test)
@@ -478,11 +492,8 @@ def main(argv=None):
                 t = time.monotonic()
                 raw_n = torch.nn.functional.pad(raw, (0, mixed.shape[-1] - raw.shape[-1]))
                 params, losses = fit_ceiling(raw_n, mixed, sr, args.fit_steps, args.high_pass_slope)
-                ceilings[name] = {"params": params, "slope_losses": losses, "fit_s": time.monotonic() - t,
-                                  "steps": args.fit_steps, "fit_version": CEILING_FIT_VERSION}
-                tmp = ceiling_file.with_suffix(".tmp")
-                tmp.write_text(json.dumps(ceilings, indent=1))
-                tmp.replace(ceiling_file)
+                store_ceiling(work, name, {"params": params, "slope_losses": losses, "fit_s": time.monotonic() - t,
+                                           "steps": args.fit_steps, "fit_version": CEILING_FIT_VERSION}, ceiling_file.name)
     if "eval" in stages:
         from dmst.encoder import load_model
         from dmst.encoder.model import BUNDLED_DIR
@@ -515,6 +526,8 @@ def main(argv=None):
                   ENVELOPE: work / "finetuned_envelope" / "model.pt",
                   # kept if present: the same fine-tune at the learning rate of --global (3e-3)
                   "fine-tuned, lr 3e-3": work / "finetuned_lr3" / "model.pt",
+                  # kept if present: the space fine-tune given 60 epochs instead of 30 (--work elsewhere, copied here)
+                  "fine-tuned, 60 epochs": work / "finetuned_60" / "model.pt",
                   # kept if present: the fine-tune on more training pairs (--stage train_more --more-train N)
                   "fine-tuned on more pairs": work / "finetuned_more" / "model.pt"}
         # kept if present: the runs made before train.py stepped the learned default in [0, 1] and held the
@@ -564,8 +577,13 @@ def main(argv=None):
             if (not args.space or args.all_ceilings) and "per-song ceiling (dmst fit)" not in params:
                 t = time.monotonic()
                 raw_n = torch.nn.functional.pad(raw, (0, n - raw.shape[-1]))
-                params["per-song ceiling (dmst fit)"] = (fit_ceiling(raw_n, mixed, sr, args.fit_steps, args.high_pass_slope)[0]
-                                                         if not args.space else fit_params(raw_n, mixed, sr, steps=args.fit_steps)[0])
+                if args.space:
+                    params["per-song ceiling (dmst fit)"] = fit_params(raw_n, mixed, sr, steps=args.fit_steps)[0]
+                else:  # cached with the ceiling stage's fits, so the next eval reads it
+                    fitted, losses = fit_ceiling(raw_n, mixed, sr, args.fit_steps, args.high_pass_slope)
+                    params["per-song ceiling (dmst fit)"] = fitted
+                    store_ceiling(work, name, {"params": fitted, "slope_losses": losses, "fit_s": time.monotonic() - t,
+                                               "steps": args.fit_steps, "fit_version": CEILING_FIT_VERSION})
                 params.setdefault("_fit_s", []).append(time.monotonic() - t)
             if args.space and CEILING_START not in params:  # the sends start on, where they have a gradient
                 raw_n = torch.nn.functional.pad(raw, (0, n - raw.shape[-1]))
