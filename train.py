@@ -56,6 +56,8 @@ RUN_ARGS = ("data", "init", "global_only", "epochs", "time_budget", "patience", 
             "batch_size", "crop_seconds", "lr", "val_fraction", "seed", "high_pass_slope")
 SLOPE = "eq.high_pass_slope_db"  # a discrete row: the model holds it fixed, training does not learn it
 CREST_WEIGHT = 0.0  # the loss's local-crest-factor term (dmst.losses.crest_loss): off until it is shown to help
+MICRO_WEIGHT = 0.0  # the multi-resolution micro-dynamics term (dmst.losses.micro_dynamics_loss)
+SIBILANCE_WEIGHT = 0.0  # the esses' level term (dmst.losses.sibilance_loss)
 ENVELOPE_WEIGHT = 0.0  # the band-envelope term (dmst.losses.BandEnvelopeLoss, dmst fit's): tried at 1, it did not help
 LIMITER = "limiter.ceiling_dbtp"
 # In the memory plan (every console stage recomputed), the console and the loss's spectra take a step's batch this
@@ -390,7 +392,8 @@ def main(argv=None):
     # The console stages a step recomputes: from the largest batch's shape (stereo raws in any pair: the worst case).
     # When they are, the console and the loss's spectra take the batch RECOMPUTE_CHUNK items at a time.
     recompute = recompute_stages(args, 1 if all(p.raw_channels == 1 for p in train_pairs) else channels, channels, crop)
-    loss_fn = MixLoss(rate, crest_weight=CREST_WEIGHT, envelope_weight=ENVELOPE_WEIGHT, chunk=recompute["chunk_items"]).to(device)
+    loss_fn = MixLoss(rate, crest_weight=CREST_WEIGHT, envelope_weight=ENVELOPE_WEIGHT, micro_weight=MICRO_WEIGHT,
+                      sibilance_weight=SIBILANCE_WEIGHT, chunk=recompute["chunk_items"]).to(device)
 
     if resume is not None:
         optimizer.load_state_dict(resume["optimizer"])

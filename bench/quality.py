@@ -526,6 +526,13 @@ def main(argv=None):
                   ENVELOPE: work / "finetuned_envelope" / "model.pt",
                   # kept if present: the same fine-tune at the learning rate of --global (3e-3)
                   "fine-tuned, lr 3e-3": work / "finetuned_lr3" / "model.pt",
+                  # kept if present: the fine-tune with the multi-resolution micro-dynamics term (train.MICRO_WEIGHT 1)
+                  "fine-tuned, micro-dynamics term": work / "finetuned_micro" / "model.pt",
+                  # kept if present: the fine-tune with the crest term (train.CREST_WEIGHT 1), the limiter held as now
+                  "fine-tuned, crest term": work / "finetuned_crest_held" / "model.pt",
+                  # kept if present: the fine-tune trained before the limiter's ceiling was a held row ("off" was
+                  # -0.012 dBTP in training); evaluated as this dmst loads it (held at its recorded ceiling, exactly)
+                  "fine-tuned, trained with the near-miss limiter": work / "finetuned_nearmiss" / "model.pt",
                   # kept if present: the space fine-tune given 60 epochs instead of 30 (--work elsewhere, copied here)
                   "fine-tuned, 60 epochs": work / "finetuned_60" / "model.pt",
                   # kept if present: the fine-tune on more training pairs (--stage train_more --more-train N)

@@ -21,7 +21,7 @@ import torch
 
 from . import schema
 from .effects.gain import integrated_loudness
-from .losses import MultiResolutionSTFT
+from .losses import MultiResolutionSTFT, sibilance_loss
 
 _STFT = None
 
@@ -105,35 +105,11 @@ def _frame_power(x: torch.Tensor, win: int) -> torch.Tensor:
 
 def sibilance_error_db(pred: torch.Tensor, target: torch.Tensor, sample_rate: int, band=(5000.0, 10000.0),
                        frame_s: float = 0.02, share: float = 0.1) -> float:
-    """Sibilance error (dB): how much stronger or weaker the esses are in ``pred`` than in ``target``.
-
-    In 20 ms frames (Hann STFT, channel powers summed), the ``band`` (5-10 kHz) energy relative to the full band.
-    The frames measured are the target's loud sibilant ones: within 30 dB of its loudest frame, and among those the
-    ``share`` (10 %) with the highest band share; the same frames are measured in both.  The error is the
-    difference of the two band-to-full ratios (over those frames' summed energies) in dB, averaged over the batch.
-    A de-esser lowers it on the esses and leaves the vowels alone, which a whole-song spectrum would average out.
-    """
-    n_fft = 1 << int(round(math.log2(frame_s * sample_rate)))
-    window = torch.hann_window(n_fft, dtype=torch.float64)
-    freqs = torch.fft.rfftfreq(n_fft, 1 / sample_rate)
-    in_band = (freqs >= band[0]) & (freqs < band[1])
-    errors = []
-    for p, t in zip(pred, target):
-        def spectra(x):
-            s = torch.stft(x.double(), n_fft, hop_length=n_fft, window=window, center=False, return_complex=True)
-            return s.abs().pow(2).sum(dim=0)  # (bins, frames), channels summed
-        sp, st = spectra(p), spectra(t)
-        full_t = st.sum(dim=0)
-        loud = full_t > full_t.max() * 1e-3
-        ratio_t = st[in_band].sum(dim=0) / full_t.clamp_min(1e-30)
-        ranked = torch.where(loud, ratio_t, torch.full_like(ratio_t, -1.0))
-        k = max(1, int(share * int(loud.sum())))
-        frames = torch.topk(ranked, k).indices
-
-        def ratio_db(s):
-            return 10 * math.log10(max(float(s[in_band][:, frames].sum()), 1e-30) / max(float(s[:, frames].sum()), 1e-30))
-        errors.append(abs(ratio_db(sp) - ratio_db(st)))
-    return float(sum(errors) / len(errors))
+    """Sibilance error (dB): how much stronger or weaker the esses are in ``pred`` than in ``target``, in the
+    target's loud sibilant 20 ms frames (:func:`dmst.losses.sibilance_loss`, whose docstring says how), averaged
+    over the batch."""
+    with torch.no_grad():
+        return float(sibilance_loss(pred.double(), target.double(), sample_rate, band, frame_s, share)) * 10.0
 
 
 def tail_ratio_db(x: torch.Tensor, dry: torch.Tensor, sample_rate: int, frame_s: float = 0.05,

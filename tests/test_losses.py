@@ -6,7 +6,7 @@ import torch
 
 from dmst.effects.eq import biquad, sosfilt_fft
 from dmst.effects.gain import integrated_loudness
-from dmst.losses import MixLoss, crest_envelope_db, crest_loss, level_dynamics_loss, loudness_loss
+from dmst.losses import MixLoss, crest_envelope_db, crest_loss, level_dynamics_loss, loudness_loss, micro_dynamics_loss, sibilance_loss
 
 SR = 44100
 
@@ -138,3 +138,53 @@ def test_mix_loss_has_a_crest_term_only_when_weighted():
     clipped = x.clamp(-0.02, 0.02)
     assert float(loss.terms(clipped, x)["crest"]) > 0.05
     assert float(loss(clipped, x)) > float(MixLoss(SR)(clipped, x))
+
+
+def test_micro_dynamics_loss_reads_the_analytic_level_spread():
+    """A target whose 50 ms frames alternate between two levels 20 dB apart sits, in each 400 ms frame, at
+    10 log10(1 / 0.505) = +2.97 dB and 10 log10(0.01 / 0.505) = -17.03 dB from its surroundings, 10.0 dB on
+    average; a steady prediction sits at 0 dB everywhere.  So the loss (dB / 10) is 1.0, and 0 against itself."""
+    sr, win = 8000, 400  # 50 ms frames
+    loud = torch.ones(win)
+    target = torch.cat([loud, 0.1 * loud] * 40)[None, None].double()
+    steady = torch.ones_like(target)
+    assert float(micro_dynamics_loss(steady, target, sr, windows_s=(0.05,))) == pytest.approx(1.0, abs=1e-6)
+    assert float(micro_dynamics_loss(target, target, sr, windows_s=(0.05,))) == 0.0
+
+
+def test_micro_dynamics_loss_is_the_foreign_benchmarks_meter_and_has_a_gradient():
+    """Over 10/50/200 ms frames against 8x longer ones, the loss is bench/foreign.py's micro-dynamics error
+    (numpy, written apart) divided by 10, on stereo against mono noise of different modulations."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import foreign
+
+    sr = 44100
+    torch.manual_seed(0)
+    t = torch.arange(3 * sr) / sr
+    pred = (torch.randn(1, 1, t.numel()) * (1 + 0.9 * torch.sin(2 * math.pi * 3 * t))).double().requires_grad_(True)
+    target = (torch.randn(1, 2, t.numel()) * (1 + 0.9 * torch.sin(2 * math.pi * 1.3 * t))).double()
+    loss = micro_dynamics_loss(pred, target, sr)
+    assert float(loss) * 10 == pytest.approx(foreign.micro_dynamics_error_db(pred[0].detach().numpy(), target[0].numpy(), sr), rel=1e-9)
+    loss.backward()
+    assert torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
+
+
+def test_sibilance_loss_reads_the_analytic_band_share_and_has_a_gradient():
+    """Frames of a 1 kHz tone (amplitude 1) plus a 7 kHz one (amplitude 0.5 in the target, 0.25 in pred): the 5-10
+    kHz share of the power is 0.25 / 1.25 against 0.0625 / 1.0625, so the esses sit
+    10 log10(0.2 / 0.0588) = 5.31 dB lower (the loss is in dB / 10); exact tones on FFT bins, Hann-windowed."""
+    sr, n_fft = 44100, 1024  # the loss's 20 ms frame at 44.1 kHz
+    t = torch.arange(40 * n_fft, dtype=torch.float64) / sr
+    f_low, f_high = 24 * sr / n_fft, 163 * sr / n_fft  # 1034 Hz and 7020 Hz, on bins
+    low = torch.sin(2 * math.pi * f_low * t)
+    target = (low + 0.5 * torch.sin(2 * math.pi * f_high * t))[None, None]
+    pred = (low + 0.25 * torch.sin(2 * math.pi * f_high * t))[None, None].requires_grad_(True)
+    expected = 10 * math.log10((0.25 / 1.25) / (0.0625 / 1.0625))
+    loss = sibilance_loss(pred, target, sr)
+    assert float(loss) * 10 == pytest.approx(expected, abs=0.01)
+    assert float(sibilance_loss(target, target, sr)) == 0.0
+    loss.backward()
+    assert torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
