@@ -96,6 +96,12 @@ def more_files(voices: Path, n_train: int, n_test: int, n_more: int, seed: int =
     return _speech_files(voices, seed)[n_train + n_test: n_train + n_test + n_more]
 
 
+def more_sung_files(voices: Path, n_sung: int):
+    """The sung takes of at least 1.5 s that pick_files' test set does not use (those after its first ``n_sung``)."""
+    return [f for f in sorted((voices / "singing").glob("scratch__*.flac"))
+            if sf.info(f).duration >= 1.5 and "BeatBox" not in f.name][n_sung:]
+
+
 def write_pairs(files, folder: Path, compressor="juce", space=False) -> dict[str, dict]:
     (folder / "raw").mkdir(parents=True, exist_ok=True)
     (folder / "mixed").mkdir(parents=True, exist_ok=True)
@@ -374,7 +380,7 @@ def swap_analysis(songs, truth):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--stage", default="all", choices=["all", "mix", "train", "train_more", "global", "global_hi", "search", "ceiling", "eval", "diagnose",
+    p.add_argument("--stage", default="all", choices=["all", "mix", "train", "train_more", "train_sung", "global", "global_hi", "search", "ceiling", "eval", "diagnose",
                                                   "report"])
     p.add_argument("--voices", default=str(ROOT.parent / "shared" / "data" / "voices"))
     p.add_argument("--space", action="store_true", help="issue 12's engineer: the chain also de-esses and adds a "
@@ -432,26 +438,33 @@ def main(argv=None):
         t = time.monotonic()
         train.main(common + ["--out", str(work / "finetuned"), *cap(args.epochs), "--time-budget", str(args.minutes), "--lr", "1e-3"])
         (work / "finetuned" / "wall_s.txt").write_text(f"{time.monotonic() - t:.0f}\n")
-    if "train_more" in stages and args.more_train and not (work / "finetuned_more" / "model.pt").exists():
+    def train_with_extra(extra, tag):
+        """The fine-tune on the training pairs plus ``extra`` voices mixed by the same engineer: the first ones
+        linked, the new ones mixed into their own folder (train_extra / train_more for "more", ..._sung for "sung")."""
         import train
 
-        # the training pairs plus more: the first ones linked, the new ones mixed into their own folder
-        extra = more_files(Path(args.voices), args.n_train, args.n_test, args.more_train)
-        if not (work / "train_extra" / "truth.json").exists():
-            (work / "train_extra").mkdir(parents=True, exist_ok=True)
-            extra_truth = write_pairs(extra, work / "train_extra")
-            (work / "train_extra" / "truth.json").write_text(json.dumps(extra_truth, indent=1))
+        suffix = "" if tag == "more" else f"_{tag}"
+        mixed_dir, data_dir, out = work / f"train_extra{suffix}", work / f"train_{tag}", work / f"finetuned_{tag}"
+        if not (mixed_dir / "truth.json").exists():
+            mixed_dir.mkdir(parents=True, exist_ok=True)
+            (mixed_dir / "truth.json").write_text(json.dumps(write_pairs(extra, mixed_dir, space=args.space), indent=1))
         for sub in ("raw", "mixed"):
-            (work / "train_more" / sub).mkdir(parents=True, exist_ok=True)
-            for folder in (work / "train", work / "train_extra"):
+            (data_dir / sub).mkdir(parents=True, exist_ok=True)
+            for folder in (work / "train", mixed_dir):
                 for f in sorted((folder / sub).iterdir()):
-                    link = work / "train_more" / sub / f.name
+                    link = data_dir / sub / f.name
                     if not link.exists():
                         link.symlink_to(f.resolve())
         t = time.monotonic()
-        train.main([c if c != str(work / "train") else str(work / "train_more") for c in common]
-                   + ["--out", str(work / "finetuned_more"), *cap(args.epochs), "--time-budget", str(args.minutes), "--lr", "1e-3"])
-        (work / "finetuned_more" / "wall_s.txt").write_text(f"{time.monotonic() - t:.0f}\n")
+        train.main([c if c != str(work / "train") else str(data_dir) for c in common]
+                   + ["--out", str(out), *cap(args.epochs), "--time-budget", str(args.minutes), "--lr", "1e-3"])
+        (out / "wall_s.txt").write_text(f"{time.monotonic() - t:.0f}\n")
+
+    if "train_more" in stages and args.more_train and not (work / "finetuned_more" / "model.pt").exists():
+        train_with_extra(more_files(Path(args.voices), args.n_train, args.n_test, args.more_train), "more")
+    if "train_sung" in stages and not (work / "finetuned_sung" / "model.pt").exists():
+        # the training set is speech; the test set has sung takes: the sung takes the test does not use, added
+        train_with_extra(more_sung_files(Path(args.voices), args.n_sung), "sung")
     if "global" in stages and not (work / "global" / "model.pt").exists():
         import train
 
@@ -528,6 +541,8 @@ def main(argv=None):
                   "fine-tuned, lr 3e-3": work / "finetuned_lr3" / "model.pt",
                   # kept if present: the fine-tune with the multi-resolution micro-dynamics term (train.MICRO_WEIGHT 1)
                   "fine-tuned, micro-dynamics term": work / "finetuned_micro" / "model.pt",
+                  # kept if present: the fine-tune with the sibilance term (train.SIBILANCE_WEIGHT 1)
+                  "fine-tuned, sibilance term": work / "finetuned_sibilance" / "model.pt",
                   # kept if present: the fine-tune with the crest term (train.CREST_WEIGHT 1), the limiter held as now
                   "fine-tuned, crest term": work / "finetuned_crest_held" / "model.pt",
                   # kept if present: the fine-tune trained before the limiter's ceiling was a held row ("off" was
@@ -535,6 +550,8 @@ def main(argv=None):
                   "fine-tuned, trained with the near-miss limiter": work / "finetuned_nearmiss" / "model.pt",
                   # kept if present: the space fine-tune given 60 epochs instead of 30 (--work elsewhere, copied here)
                   "fine-tuned, 60 epochs": work / "finetuned_60" / "model.pt",
+                  # kept if present: the fine-tune with the unused sung takes added to the training pairs (--stage train_sung)
+                  "fine-tuned with sung takes added": work / "finetuned_sung" / "model.pt",
                   # kept if present: the fine-tune on more training pairs (--stage train_more --more-train N)
                   "fine-tuned on more pairs": work / "finetuned_more" / "model.pt"}
         # kept if present: the runs made before train.py stepped the learned default in [0, 1] and held the
