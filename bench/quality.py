@@ -550,6 +550,8 @@ def main(argv=None):
                   "fine-tuned, trained with the near-miss limiter": work / "finetuned_nearmiss" / "model.pt",
                   # kept if present: the space fine-tune given 60 epochs instead of 30 (--work elsewhere, copied here)
                   "fine-tuned, 60 epochs": work / "finetuned_60" / "model.pt",
+                  # kept if present: the same fine-tune with --seed 1 (its own crops and validation split), for the run noise
+                  "fine-tuned, seed 1": work / "finetuned_seed1" / "model.pt",
                   # kept if present: the fine-tune with the unused sung takes added to the training pairs (--stage train_sung)
                   "fine-tuned with sung takes added": work / "finetuned_sung" / "model.pt",
                   # kept if present: the fine-tune on more training pairs (--stage train_more --more-train N)
