@@ -552,6 +552,7 @@ def main(argv=None):
                   "fine-tuned, 60 epochs": work / "finetuned_60" / "model.pt",
                   # kept if present: the same fine-tune with --seed 1 (its own crops and validation split), for the run noise
                   "fine-tuned, seed 1": work / "finetuned_seed1" / "model.pt",
+                  "fine-tuned, seed 2": work / "finetuned_seed2" / "model.pt",
                   # kept if present: the fine-tune with the unused sung takes added to the training pairs (--stage train_sung)
                   "fine-tuned with sung takes added": work / "finetuned_sung" / "model.pt",
                   # kept if present: the fine-tune on more training pairs (--stage train_more --more-train N)
