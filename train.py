@@ -40,6 +40,7 @@ from dmst.data import (DataError, check_dir, crop_start, excerpt_loudness_offset
 from dmst.encoder import DmstModel, Encoder, ModelError, model_from_checkpoint, read_checkpoint
 from dmst.encoder.features import SAMPLE_RATE
 from dmst.encoder.model import atomic_save, resolve_model_path
+from dmst.encoder.network import LIMITER_CEILING
 from dmst.encoder.optim import UnitSpaceAdamW
 from dmst.losses import MixLoss
 from dmst.metrics import audio_metrics, mean_metrics
@@ -56,10 +57,10 @@ RUN_ARGS = ("data", "init", "global_only", "epochs", "time_budget", "patience", 
             "batch_size", "crop_seconds", "lr", "val_fraction", "seed", "high_pass_slope")
 SLOPE = "eq.high_pass_slope_db"  # a discrete row: the model holds it fixed, training does not learn it
 CREST_WEIGHT = 0.0  # the loss's local-crest-factor term (dmst.losses.crest_loss): off until it is shown to help
-MICRO_WEIGHT = 0.0  # the multi-resolution micro-dynamics term (dmst.losses.micro_dynamics_loss)
-SIBILANCE_WEIGHT = 0.0  # the esses' level term (dmst.losses.sibilance_loss)
+MICRO_WEIGHT = 0.0  # the multi-resolution micro-dynamics term (dmst.losses.micro_dynamics_loss): tried at 1, not better
+SIBILANCE_WEIGHT = 0.0  # the esses' level term (dmst.losses.sibilance_loss): tried at 1, not better
 ENVELOPE_WEIGHT = 0.0  # the band-envelope term (dmst.losses.BandEnvelopeLoss, dmst fit's): tried at 1, it did not help
-LIMITER = "limiter.ceiling_dbtp"
+LIMITER = LIMITER_CEILING  # held by the encoder (hold_limiter), not learned
 # In the memory plan (every console stage recomputed), the console and the loss's spectra take a step's batch this
 # many items at a time: the same loss and gradients, a lower peak (20 stereo 3.5-minute pairs, 16 steps of 8 x 5 s:
 # 3277 MB whole batch, 2499 MB in twos, in 145 against 147 s; one at a time 2287 MB but 186 s; README).
@@ -420,16 +421,17 @@ def main(argv=None):
               + ", ".join(f"{k:g} dB {v:.4f}" for k, v in losses.items()) + ")")
     elif resume is None and args.high_pass_slope is not None:
         encoder.fix(SLOPE, float(args.high_pass_slope))
+    # Held for every song: where the mixes peak (a resumed run: where it was measured, held exactly even if the run
+    # began before the ceiling was a held row), or with silent mixes where the start model has it.
     limiter_start = resume.get("limiter_start_dbtp") if resume is not None else None
-    if resume is None:
-        peak = mixes_true_peak_dbtp(train_pairs, channels)
-        if math.isfinite(peak):
-            limiter_start = hold_limiter(encoder, peak)
-            print(f"limiter: held at {limiter_start:g} dBTP (the mixes' loudest true peaks, {PEAK_QUANTILE:.0%} "
-                  f"quantile: {peak:.2f} dBTP{'; 0 is off' if limiter_start == 0 else ''})")
-    if limiter_start is not None:  # resumed: held again (a run begun before the ceiling was a held row: now exactly)
+    peak = mixes_true_peak_dbtp(train_pairs, channels) if resume is None else math.nan
+    if math.isfinite(peak):
+        limiter_start = hold_limiter(encoder, peak)
+        print(f"limiter: held at {limiter_start:g} dBTP (the mixes' loudest true peaks, {PEAK_QUANTILE:.0%} "
+              f"quantile: {peak:.2f} dBTP{'; 0 is off' if limiter_start == 0 else ''})")
+    elif limiter_start is not None:
         hold_limiter(encoder, limiter_start)
-    else:  # silent mixes: held where the start model has it (the default, or the init model's)
+    else:
         u = torch.sigmoid(encoder.default_logits[schema.KEYS.index(LIMITER)].detach().double().cpu())
         hold_limiter(encoder, encoder.fixed.get(LIMITER, float(schema.BY_KEY[LIMITER].denormalize(u))))
     slope_meta = {"limiter_start_dbtp": limiter_start, "high_pass_slope_db": encoder.fixed[SLOPE], **({"high_pass_slope_auto": slope_choice} if slope_choice else {})}

@@ -117,8 +117,9 @@ def echo_time_ms(raw: torch.Tensor, mixed: torch.Tensor, sample_rate: int, lo_ms
     return 1000.0 * (lo + peak) / sample_rate
 
 
-def fitting_start(raw: torch.Tensor, mixed: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, tuple[str, ...]]:
-    """Where a fit starts, (P,) normalised, and the keys it holds there.
+def fitting_start(raw: torch.Tensor, mixed: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, dict[str, float]]:
+    """Where a fit starts, (P,) normalised, and the values it holds there ({key: physical value}, exact: a
+    value at the edge of a range is one the sigmoid of the fitted logits only nears).
 
     The start is :data:`dmst.schema.TRAINING_START` (every effect where it has a gradient: the sends,
     the de-esser and the gate a little on, the detector blends mid-range), and what can be measured on
@@ -127,29 +128,31 @@ def fitting_start(raw: torch.Tensor, mixed: torch.Tensor, sample_rate: int) -> t
     gradient) and the time of its strongest echo (:func:`echo_time_ms`).  The loudness is held (the output
     stage lands the render on it; the whole-song solve sets it at the end).  An echo time found is held: it is
     exact to the sample, and descent on the comb-like loss only moves it off (measured: 180 ms found, 207 ms
-    after 40 steps of descent)."""
+    after 40 steps of descent).  A mix over 0 dBTP was not limited: no ceiling reproduces it, so the limiter
+    is held off (fitted from just under 0 dBTP, it stayed on at -0.001 dBTP and shaved the mix's peaks: crest
+    error up to 3 dB)."""
     from .audio_io import true_peak_dbfs
 
     u = schema.training_start_normalized().double()
+    held = {}
 
-    def put(key, value):
+    def put(key, value, hold=False):
         p = schema.BY_KEY[key]
-        u[schema.KEYS.index(key)] = p.normalize(torch.tensor(min(max(value, p.minimum), p.maximum), dtype=torch.float64))
+        value = min(max(value, p.minimum), p.maximum)
+        u[schema.KEYS.index(key)] = p.normalize(torch.tensor(value, dtype=torch.float64))
+        if hold:
+            held[key] = float(value)
 
     lufs = float(integrated_loudness(mixed[None], sample_rate)[0])
     if math.isfinite(lufs):
-        put("output.loudness_lufs", lufs)
+        put("output.loudness_lufs", lufs, hold=True)
     peak = true_peak_dbfs(mixed, sample_rate)
     if math.isfinite(peak):
-        put("limiter.ceiling_dbtp", peak)
+        put("limiter.ceiling_dbtp", peak, hold=peak >= schema.LIMITER_OFF_DBTP)
     echo = echo_time_ms(raw, mixed, sample_rate)
     if echo is not None:
-        put("delay.time_ms", echo)
-    held = ("output.loudness_lufs",) if math.isfinite(lufs) else ()
-    # A mix that goes over 0 dBTP was not limited there: no ceiling reproduces it, so the limiter is held off.
-    # (Fitted, it stayed on at -0.001 dBTP, a hair under off, and shaved that mix's peaks: crest error up to 3 dB.)
-    held += ("limiter.ceiling_dbtp",) if peak >= schema.LIMITER_OFF_DBTP else ()
-    return u.float(), held + (("delay.time_ms",) if echo is not None else ())
+        put("delay.time_ms", echo, hold=True)
+    return u.float(), held
 
 
 @contextlib.contextmanager
@@ -228,15 +231,17 @@ def _fit(raw, mixed, sample_rate, steps, lr, progress, init, staging_db, high_pa
     if staging_db is None:
         staging_db = float(staging_gain_db(raw[None], sample_rate)[0])  # on the raw as delivered, as training does
     frozen = torch.zeros(schema.NUM_PARAMS, dtype=torch.bool)
-    limiter_off = False
+    held = {}
     if init:
         start = schema.normalize(schema.stack([init]))
     else:
         start, held = fitting_start(raw, mixed, sample_rate)
         start = start[None]
-        limiter_off = "limiter.ceiling_dbtp" in held
         for key in held:
             frozen[schema.KEYS.index(key)] = True
+    # A held value at an edge of its range (the limiter off, at 0 dBTP) is one the sigmoid only nears: rendered as
+    # it is.  (Inside its range the sigmoid gives it back to float precision.)
+    at_edge = {k: v for k, v in held.items() if v in (schema.BY_KEY[k].minimum, schema.BY_KEY[k].maximum)}
     for key in schema.DISCRETE_KEYS:  # chosen, not fitted: no gradient, and never moved
         frozen[schema.KEYS.index(key)] = True
     if high_pass_slope_db is not None:
@@ -268,8 +273,7 @@ def _fit(raw, mixed, sample_rate, steps, lr, progress, init, staging_db, high_pa
 
     def loss_of(u_logits, idx, loss=loss_fn, off=()):
         params = schema.denormalize(pin_defaults(torch.sigmoid(u_logits), off).expand(len(idx), -1))
-        if limiter_off:
-            params["limiter.ceiling_dbtp"] = torch.full_like(params["limiter.ceiling_dbtp"], schema.LIMITER_OFF_DBTP)
+        params.update({key: torch.full_like(params[key], value) for key, value in at_edge.items()})
         y = render(raw_x[idx], sample_rate, params, staging_db=staging[idx], excerpt_offset_lu=offset[idx],
                    output_channels=layout)
         return loss(to_layout(y, channels), mix_x[idx])
@@ -312,8 +316,9 @@ def _fit(raw, mixed, sample_rate, steps, lr, progress, init, staging_db, high_pa
         best = (float(loss_of(final, torch.arange(raw_x.shape[0]), off=off)), final)
     # A switched-off effect is exactly its default (off), not the sigmoid's nearest value to it.
     params = schema.unstack(clamp_to_ranges(schema.denormalize(pin_defaults(torch.sigmoid(best[1]).double(), off))))[0]
-    if limiter_off:  # held at the top of its range, which the sigmoid only nears: exactly off
-        params["limiter"]["ceiling_dbtp"] = schema.LIMITER_OFF_DBTP
+    for key, value in held.items():  # exactly, not the sigmoid's nearest value (the limiter held off: 0 dBTP)
+        p = schema.BY_KEY[key]
+        params[p.group][p.name] = value
     if math.isfinite(whole_lufs):  # the whole-song loudness solve
         out = schema.BY_KEY["output.loudness_lufs"]
         params["output"]["loudness_lufs"] = min(max(whole_lufs, out.minimum), out.maximum)

@@ -25,11 +25,10 @@ from .._torchaudio import resample, versions as _stack_versions
 from ..effects.gain import staging_gain_db
 from ..switches import pin_defaults
 from .features import SAMPLE_RATE, choose_segments
-from .network import Encoder, training_start_logits
+from .network import LIMITER_CEILING as LIMITER, Encoder, training_start_logits
 
 FORMAT = "dmst-model"
 FORMAT_VERSION = 1
-LIMITER = "limiter.ceiling_dbtp"  # held by training (train.hold_limiter)
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "models"
 
 

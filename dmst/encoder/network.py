@@ -31,7 +31,8 @@ from .features import N_LEVEL_FEATURES, LogMel, level_features
 
 # Continuous rows training may hold at a measured value instead of learning them (train.py: the limiter's
 # ceiling, at the mixes' loudest true peaks).
-HOLDABLE_KEYS: tuple[str, ...] = ("limiter.ceiling_dbtp",)
+LIMITER_CEILING = "limiter.ceiling_dbtp"
+HOLDABLE_KEYS: tuple[str, ...] = (LIMITER_CEILING,)
 
 
 def training_start_logits() -> torch.Tensor:
