@@ -41,7 +41,7 @@ from dmst.encoder import DmstModel, Encoder, ModelError, model_from_checkpoint, 
 from dmst.encoder.features import SAMPLE_RATE
 from dmst.encoder.model import atomic_save, resolve_model_path
 from dmst.encoder.network import LIMITER_CEILING
-from dmst.encoder.optim import UnitSpaceAdamW
+from dmst.encoder.optim import UnitSpaceAdamW, WeightAverage
 from dmst.losses import MixLoss
 from dmst.metrics import audio_metrics, mean_metrics
 from dmst.switches import SWITCHES, TOLERANCE, pin_defaults, switch_off
@@ -67,6 +67,12 @@ LIMITER = LIMITER_CEILING  # held by the encoder (hold_limiter), not learned
 RECOMPUTE_CHUNK = 2
 DEFAULT_LR_FACTOR = 3.0  # the learned default's learning rate, in [0, 1] units a step, over the network's
 PEAK_PAIRS, PEAK_QUANTILE = 64, 0.95  # the limiter's start: this quantile of the true peaks of up to this many mixes
+# The weights validated and saved are an average of the recent steps' (dmst.encoder.optim.WeightAverage): an
+# iterate weighs half after this many epochs.  The last weights alone swing the validation loss by 0.1-0.2 an epoch.
+AVERAGE_HALF_LIFE_EPOCHS = 2.0
+# Validation: this many crops a pair, fewer where that makes more than VAL_CROPS in all (one 5 s crop of each of
+# 8 validation songs picked the epochs by noise); each pair's crops are one batch.
+VAL_CROPS, VAL_CROPS_PER_PAIR = 32, 4
 AUTO_CROPS, AUTO_STEPS = 4, 6  # --high-pass-slope auto: a global fit of this many steps on this many crops, per slope
 
 
@@ -149,16 +155,17 @@ def batch_of_crops(pairs, length, generator, device, channels, sample_rate):
 
 
 class ValidationCrops:
-    """The fixed validation crops, one batch per validation pair, read from the cache each time they are iterated:
-    what is kept is each crop's generator state (5 kB), not its audio, so memory does not grow with the catalogue.
-    The crops are those ``batch_of_crops`` draws from ``generator`` pair after pair."""
+    """The fixed validation crops, one batch of ``per_pair`` crops per validation pair, read from the cache each time
+    they are iterated: what is kept is each batch's generator state (5 kB), not its audio, so memory does not grow
+    with the catalogue.  The crops are those ``batch_of_crops`` draws from ``generator`` pair after pair."""
 
-    def __init__(self, pairs, length, generator, device, channels, sample_rate):
-        self.pairs, self.args = list(pairs), (length, device, channels, sample_rate)
+    def __init__(self, pairs, length, generator, device, channels, sample_rate, per_pair=1):
+        self.pairs, self.args, self.per_pair = list(pairs), (length, device, channels, sample_rate), per_pair
         self.states = []
         for p in self.pairs:
             self.states.append(generator.get_state())
-            crop_start(p, length, generator)  # advances the generator as drawing this crop does, reading nothing
+            for _ in range(per_pair):
+                crop_start(p, length, generator)  # advances the generator as drawing a crop does, reading nothing
 
     def __len__(self):
         return len(self.pairs)
@@ -166,7 +173,7 @@ class ValidationCrops:
     def __iter__(self):
         length, device, channels, sample_rate = self.args
         for p, state in zip(self.pairs, self.states):
-            yield batch_of_crops([p], length, torch.Generator().set_state(state), device, channels, sample_rate)
+            yield batch_of_crops([p] * self.per_pair, length, torch.Generator().set_state(state), device, channels, sample_rate)
 
 
 def predict_and_render(encoder, raw, context, sample_rate=SAMPLE_RATE, channels=None, checkpoint=True, off=(),
@@ -358,7 +365,8 @@ def main(argv=None):
     val_pairs = [p for p in usable if p.name in val_names] or train_pairs  # a single song validates on itself
     crop = int(args.crop_seconds * rate)
     val_gen = torch.Generator().manual_seed(12345)
-    val_batches = ValidationCrops(val_pairs, crop, val_gen, device, channels, rate)
+    val_per_pair = min(VAL_CROPS_PER_PAIR, max(1, VAL_CROPS // len(val_pairs)))
+    val_batches = ValidationCrops(val_pairs, crop, val_gen, device, channels, rate, per_pair=val_per_pair)
 
     # ---- model: fresh, fine-tuned from --init, or resumed ------------------------
     start_pinned = ()  # what the start model predicts as exactly its defaults: its baseline is rendered so
@@ -447,7 +455,7 @@ def main(argv=None):
           + ("--keep-activations)" if args.keep_activations else f"--activation-budget {args.activation_budget:g} MB)")
           + (f", {recompute['chunk_items']} items at a time" if recompute["chunk_items"] else ""))
     data_summary = {"pairs_usable": len(usable), "pairs_skipped": len(report.skipped), "train_pairs": len(train_pairs),
-                    "val_pairs": len(val_names), "songs": len({song(p.name) for p in usable}), "sample_rate": rate,
+                    "val_pairs": len(val_names), "val_crops_per_pair": val_per_pair, "songs": len({song(p.name) for p in usable}), "sample_rate": rate,
                     "output_channels": channels, "longest_tail_s": round(max(tails), 2), "crop_seconds": args.crop_seconds,
                     "train_names": train_names, "val_names": val_names, "console_recompute": recompute}
 
@@ -467,6 +475,10 @@ def main(argv=None):
 
     # ---- training loop: until the plateau, the budget or --epochs -------------------
     steps_per_epoch = math.ceil(len(train_pairs) / args.batch_size)
+    average = WeightAverage(encoder, AVERAGE_HALF_LIFE_EPOCHS * steps_per_epoch)
+    if resume is not None and "average" in resume:  # a run from before the average starts it where it resumes
+        average.load_state_dict(resume["average"])
+    data_summary["weight_average_half_life_steps"] = AVERAGE_HALF_LIFE_EPOCHS * steps_per_epoch
     stop_reason = (resume.get("stop_reason") or "done") if resume is not None and resume.get("finished") else None
     epoch = first_epoch
     while stop_reason is None:
@@ -490,21 +502,23 @@ def main(argv=None):
             loss.backward()
             torch.nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)
             optimizer.step()
+            average.update(encoder)
             train_losses.append(loss.item())
             bar.set_postfix(loss=f"{train_losses[-1]:.4f}")
         bar.close()
         if not train_losses:
             break
 
-        val = evaluate(encoder, val_batches, loss_fn, rate, channels)
+        with average.applied(encoder):  # what is validated and kept: the averaged weights
+            val = evaluate(encoder, val_batches, loss_fn, rate, channels)
+            improved = val["loss"] < best_val
+            if improved:
+                best_val = val["loss"]
+                model = DmstModel(encoder, name=out.name, output_channels=channels,
+                                  meta={"training": data_summary, "epoch": epoch, "val": val, "init": args.init, **slope_meta})
+                model.save(out / "model.pt")
         history.append({"epoch": epoch, "train_loss": sum(train_losses) / len(train_losses), "val": val,
                         "elapsed_s": round(elapsed(), 1), "partial_epoch": stop_reason is not None})
-        improved = val["loss"] < best_val
-        if improved:
-            best_val = val["loss"]
-            model = DmstModel(encoder, name=out.name, output_channels=channels,
-                              meta={"training": data_summary, "epoch": epoch, "val": val, "init": args.init, **slope_meta})
-            model.save(out / "model.pt")
         # Plateau (early stopping with patience): progress is a decrease of at least min_delta.
         if val["loss"] < plateau_best - args.min_delta:
             plateau_best, waited = val["loss"], 0
@@ -515,7 +529,7 @@ def main(argv=None):
         if stop_reason is None and args.epochs and epoch >= args.epochs:
             stop_reason = f"--epochs {args.epochs} reached"
         atomic_save({"model": DmstModel(encoder, name=out.name, output_channels=channels).checkpoint(),
-                     "optimizer": optimizer.state_dict(), "epoch": epoch, "history": history, "best_val": best_val,
+                     "optimizer": optimizer.state_dict(), "average": average.state_dict(), "epoch": epoch, "history": history, "best_val": best_val,
                      "plateau_best": plateau_best, "waited": waited, "baselines": baselines, "elapsed_s": elapsed(),
                      "args": {k: getattr(args, k) for k in RUN_ARGS}, "data_fingerprint": fingerprint,
                      "finished": stop_reason is not None, "stop_reason": stop_reason or "", "high_pass_slope": slope_choice,

@@ -40,6 +40,7 @@ from dmst.console import STAGES, render  # noqa: E402
 from dmst.data import excerpt_loudness_offset_lu  # noqa: E402
 from dmst.effects.gain import integrated_loudness, staging_gain_db  # noqa: E402
 from dmst.encoder import load_model  # noqa: E402
+from dmst.encoder.optim import WeightAverage  # noqa: E402
 from dmst.threads import reuse_freed_memory  # noqa: E402
 from dmst.losses import MixLoss  # noqa: E402
 
@@ -69,6 +70,7 @@ def main(argv=None):
     model = load_model("default")
     encoder = model.encoder.to(device).train()
     opt = torch.optim.AdamW(encoder.parameters(), lr=1e-4)
+    average = WeightAverage(encoder, train.AVERAGE_HALF_LIFE_EPOCHS * 25)  # as train.py: updated after every step
     long = voice(60.0)
     target = schema.default_dict()
     target["compressor"]["ratio"] = 4.0
@@ -106,6 +108,7 @@ def main(argv=None):
         opt.zero_grad()
         loss.backward()
         opt.step()
+        average.update(encoder)
 
     step(batch)  # warm-up (JIT, allocator)
     if device.type == "cuda":

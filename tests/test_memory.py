@@ -100,6 +100,13 @@ def test_validation_crops_are_read_again_each_time_and_are_the_crops_drawn_pair_
             assert torch.equal(staging, staging_e) and torch.equal(offset, offset_e)
     assert not torch.equal(got[0][1], got[1][1][..., : got[0][1].shape[-1]])  # different pairs, different crops
 
+    # several crops a pair: one batch a pair, the crops batch_of_crops draws for that pair repeated
+    eager = [train.batch_of_crops([p] * 3, SR // 2, gen, "cpu", 2, SR) for gen in [torch.Generator().manual_seed(7)] for p in pairs]
+    lazy = train.ValidationCrops(pairs, SR // 2, torch.Generator().manual_seed(7), "cpu", 2, SR, per_pair=3)
+    for (raw, mix, (staging, offset)), (raw_e, mix_e, (staging_e, offset_e)) in zip(lazy, eager, strict=True):
+        assert raw.shape[0] == 3 and torch.equal(raw, raw_e) and torch.equal(mix, mix_e) and torch.equal(offset, offset_e)
+    assert not torch.equal(eager[1][1][0], eager[1][1][1])  # a pair's crops are drawn at different places
+
 
 def test_recompute_plan_keeps_every_stage_within_the_budget_and_recomputes_every_stage_beyond_it():
     import train

@@ -78,3 +78,79 @@ def test_a_resumed_optimiser_steps_exactly_as_an_uninterrupted_one():
         return z.detach()
 
     assert torch.equal(run(None), run(4))
+
+
+def test_the_weight_average_has_the_half_life_it_is_given_and_starts_as_a_plain_mean():
+    from dmst.encoder.optim import WeightAverage
+
+    module = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        module.weight.fill_(0.0)
+    avg = WeightAverage(module, half_life_steps=100)
+    for n in range(1, 11):  # iterates 1..10 after a start of 0: the mean of 0..10 while 1/(n+1) > 1 - decay
+        with torch.no_grad():
+            module.weight.fill_(float(n))
+        avg.update(module)
+    assert abs(float(avg.average["weight"]) - 5.0) < 1e-5
+
+    module = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        module.weight.fill_(0.0)
+    avg = WeightAverage(module, half_life_steps=10)
+    for _ in range(500):  # long past the plain-mean start
+        avg.update(module)
+    with torch.no_grad():
+        module.weight.fill_(1.0)
+    for _ in range(10):  # a step from 0 to 1: half way after one half-life, three quarters after two
+        avg.update(module)
+    assert abs(float(avg.average["weight"]) - 0.5) < 1e-6
+    for _ in range(10):
+        avg.update(module)
+    assert abs(float(avg.average["weight"]) - 0.75) < 1e-6
+
+
+def test_the_weight_average_keeps_an_unchanging_entry_bit_for_bit_and_applies_it_only_inside_the_block():
+    from dmst.encoder.optim import WeightAverage
+
+    module = torch.nn.Linear(3, 2)
+    held = module.bias.detach().clone()
+    avg = WeightAverage(module, half_life_steps=7)
+    for i in range(300):
+        with torch.no_grad():
+            module.weight.add_(0.01 * (-1) ** i)
+        avg.update(module)
+    assert torch.equal(avg.average["bias"], held)
+    own = module.weight.detach().clone()
+    assert not torch.equal(own, avg.average["weight"])
+    try:
+        with avg.applied(module):
+            assert torch.equal(module.weight, avg.average["weight"])
+            raise RuntimeError("a failure inside the block")
+    except RuntimeError:
+        pass
+    assert torch.equal(module.weight, own)
+
+
+def test_a_resumed_weight_average_continues_exactly_as_an_uninterrupted_one():
+    from dmst.encoder.optim import WeightAverage
+
+    def run(stop=None, state=None):
+        torch.manual_seed(3)
+        module = torch.nn.Linear(4, 2)
+        avg = WeightAverage(module, half_life_steps=5)
+        steps = torch.randn(40, 2, 4)
+        for i, d in enumerate(steps):
+            if state is not None and i < state["updates"]:
+                continue
+            if state is not None and i == state["updates"]:
+                avg.load_state_dict(state)
+            with torch.no_grad():
+                module.weight.copy_(d)
+            avg.update(module)
+            if stop is not None and i + 1 == stop:
+                return avg.state_dict()
+        return avg.average
+
+    straight = run()
+    resumed = run(state=run(stop=17))
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)

@@ -14,6 +14,8 @@ gradient is exactly zero (a discrete row, an effect held off) stays bit for bit.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
 UNIT_MARGIN = 1e-3  # as the training start's logits are clamped (dmst.encoder.network.training_start_logits)
@@ -66,3 +68,56 @@ class UnitSpaceAdamW(torch.optim.AdamW):
         new_u = torch.minimum(torch.maximum(u - step, lower), upper)
         moved = (step != 0) & (new_u != u)
         p.copy_(torch.where(moved, torch.log(new_u) - torch.log1p(-new_u), z).to(p.dtype))
+
+
+class WeightAverage:
+    """An exponential moving average of a module's parameters: the weights a run validates and saves.
+
+    Averaging the iterates of a noisy descent gives a better estimate than the last of them (Polyak & Juditsky,
+    "Acceleration of stochastic approximation by averaging", SIAM J. Control Optim. 1992); an exponential average
+    keeps following the descent (as in Izmailov et al., "Averaging weights leads to wider optima", UAI 2018).
+    A fine-tune on 50 pairs makes 6 steps an epoch from batches of 8 five-second crops, and its last weights swing
+    the validation loss by 0.1-0.2 from one epoch to the next: the average is what is kept.
+
+    ``half_life_steps``: after that many steps an iterate weighs half as much.  Until ``1 / (n + 1)`` is smaller
+    than ``1 - decay`` the n-th update takes the plain mean of the start weights and the n iterates, so the early
+    average does not lean on the start.  An entry that does not change (a held row) stays bit for bit.
+    """
+
+    def __init__(self, module: torch.nn.Module, half_life_steps: float):
+        if not half_life_steps > 0:
+            raise ValueError(f"half_life_steps must be > 0, got {half_life_steps}")
+        self.decay = 0.5 ** (1.0 / half_life_steps)
+        self.updates = 0
+        self.average = {n: p.detach().clone() for n, p in module.named_parameters()}
+
+    @torch.no_grad()
+    def update(self, module: torch.nn.Module) -> None:
+        self.updates += 1
+        weight = max(1.0 - self.decay, 1.0 / (self.updates + 1))
+        for n, p in module.named_parameters():
+            self.average[n].lerp_(p.detach(), weight)  # a + w (p - a): exactly a where p == a
+
+    @contextmanager
+    def applied(self, module: torch.nn.Module):
+        """The module holds the averaged weights inside the block, its own again after it."""
+        own = {n: p.detach().clone() for n, p in module.named_parameters()}
+        with torch.no_grad():
+            for n, p in module.named_parameters():
+                p.copy_(self.average[n])
+        try:
+            yield module
+        finally:
+            with torch.no_grad():
+                for n, p in module.named_parameters():
+                    p.copy_(own[n])
+
+    def state_dict(self) -> dict:
+        return {"decay": self.decay, "updates": self.updates, "average": {n: a.clone() for n, a in self.average.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        if set(state["average"]) != set(self.average):
+            raise ValueError("the saved weight average is of another network")
+        self.decay, self.updates = float(state["decay"]), int(state["updates"])
+        for n, a in state["average"].items():
+            self.average[n].copy_(a)
