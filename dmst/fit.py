@@ -51,6 +51,7 @@ ENVELOPE_WEIGHT = 1.0  # the band-envelope term (dmst.losses.BandEnvelopeLoss): 
 ECHO_PEAK_RATIO = 10.0
 ECHO_BACKGROUND_MS = 20.0
 ECHO_SEARCH_SECONDS = 60.0
+ECHO_OWN_EXCLUDE_MS = 5.0  # how near a peak of the raw's response to itself a lag is left out (the dry chain smears it)
 # The reverb-length search (_search_decay): RT60s spaced 1.5x over decay_s's range, scored on a few excerpts.
 DECAY_GRID = (0.25, 0.4, 0.6, 0.9, 1.35, 2.0, 3.0, 4.5)
 DECAY_SEARCH_EXCERPTS = 4
@@ -105,16 +106,29 @@ def echo_time_ms(raw: torch.Tensor, mixed: torch.Tensor, sample_rate: int, lo_ms
     # An echo is a sharp peak; the regularisation and the dry chain leave a smooth ringing after 0 ms, a reverb
     # a noise-like tail.  So a peak counts where it stands ECHO_PEAK_RATIO x above h's mean over the
     # ECHO_BACKGROUND_MS around it, and the tallest such peak in the delay's range is the echo.
-    run = torch.nn.functional.pad(h.cumsum(0), (1, 0))
-    lags = torch.arange(lo, hi + 1)
-    left, right = (lags - half).clamp_min(0), lags + half
-    background = (run[right + 1] - run[left]) / (right + 1 - left)
     window = h[lo:hi + 1]
-    standing = window > ECHO_PEAK_RATIO * background
+    standing = _standing_peaks(h, lo, hi, half)
+    # A take's own structure makes peaks too: a recording deconvolved with itself showed one at exactly 50 and
+    # 100 ms, taller than a -18 dB echo at 330 ms.  They are in the raw's response to itself, P / (P + eps), as
+    # in every mix of it: a lag near one of its standing peaks is not an echo.
+    own = torch.fft.irfft(power / (power + 1e-3 * power.mean()), n_fft)[: hi + half + 1].abs()
+    near = int(ECHO_OWN_EXCLUDE_MS * sample_rate / 1000)
+    own_peaks = _standing_peaks(own, lo, hi, half).double()[None, None]
+    standing &= torch.nn.functional.max_pool1d(own_peaks, 2 * near + 1, stride=1, padding=near)[0, 0] == 0
     if not bool(standing.any()):
         return None
     peak = int(torch.where(standing, window, torch.zeros_like(window)).argmax())
     return 1000.0 * (lo + peak) / sample_rate
+
+
+def _standing_peaks(h: torch.Tensor, lo: int, hi: int, half: int) -> torch.Tensor:
+    """(hi - lo + 1,) bool: the lags ``lo..hi`` where ``h`` stands ECHO_PEAK_RATIO x above its mean over the
+    ECHO_BACKGROUND_MS around them."""
+    run = torch.nn.functional.pad(h.cumsum(0), (1, 0))
+    lags = torch.arange(lo, hi + 1)
+    left, right = (lags - half).clamp_min(0), lags + half
+    background = (run[right + 1] - run[left]) / (right + 1 - left)
+    return h[lo:hi + 1] > ECHO_PEAK_RATIO * background
 
 
 def fitting_start(raw: torch.Tensor, mixed: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, dict[str, float]]:

@@ -107,6 +107,27 @@ def test_the_echo_search_finds_an_echo_made_by_numpy_and_nothing_in_a_dry_mix(ti
     assert echo_time_ms(torch.from_numpy(x)[None], torch.from_numpy(np.stack([reverbed, reverbed])), fs) is None
 
 
+def test_the_echo_search_ignores_a_recordings_own_structure_and_finds_a_quiet_echo_in_it():
+    """A real take (from ../shared) deconvolved with itself showed peaks at exactly 50 and 100 ms, taller than a
+    -18 dB echo: the search reported a 50 ms echo in 16 of 30 mixes of the foreign benchmark.  Itself: no echo;
+    with a 330 ms echo 18 dB down (the foreign engineer's kind of send): 330 ms, within a sample."""
+    import soundfile as sf
+
+    from dmst.fit import echo_time_ms
+
+    path = ROOT.parent / "shared" / "data" / "voices" / "speech" / "fillets-ng-data-cs__keys_cs_init-0-5.flac"
+    if not path.exists():
+        pytest.skip(f"{path} is not here (../shared holds the recordings)")
+    x, fs = sf.read(path, dtype="float64", always_2d=True)
+    x = torch.from_numpy(x.mean(1))[None]
+    assert echo_time_ms(x, x, fs) is None
+    d = int(round(0.330 * fs))
+    mix = x.clone()
+    mix[:, d:] += 10 ** (-18 / 20) * x[:, :-d]
+    found = echo_time_ms(x, torch.cat([mix, mix]), fs)
+    assert found is not None and abs(found - 1000 * d / fs) <= 1000 / fs + 1e-9, found
+
+
 def test_fit_recovers_a_space_decay_within_20_percent_and_delay_time_within_5_ms():
     """fit_params on a mix made with known space settings (delay 300 ms, feedback 0.35, ping-pong; reverb RT60 2 s;
     both sends on; a presence boost), everything free: decay_s within 20 %, time_ms within 5 ms.  16 kHz, 3 s,
