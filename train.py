@@ -42,6 +42,7 @@ from dmst.encoder.features import SAMPLE_RATE
 from dmst.encoder.model import atomic_save, resolve_model_path
 from dmst.encoder.network import LIMITER_CEILING
 from dmst.encoder.optim import UnitSpaceAdamW, WeightAverage
+from dmst.fit import ECHO_SEARCH_SECONDS, echo_time_ms
 from dmst.losses import MixLoss
 from dmst.metrics import audio_metrics, mean_metrics
 from dmst.switches import SWITCHES, TOLERANCE, pin_defaults, switch_off
@@ -61,6 +62,13 @@ MICRO_WEIGHT = 0.0  # the multi-resolution micro-dynamics term (dmst.losses.micr
 SIBILANCE_WEIGHT = 0.0  # the esses' level term (dmst.losses.sibilance_loss): tried at 1, not better
 ENVELOPE_WEIGHT = 0.0  # the band-envelope term (dmst.losses.BandEnvelopeLoss, dmst fit's): tried at 1, it did not help
 LIMITER = LIMITER_CEILING  # held by the encoder (hold_limiter), not learned
+# The delay's time is not learned from the audio: its gradient is large and points anywhere (every time between two
+# echoes is another comb), and it took the space benchmark's fine-tunes to a 70-250 ms slapback whatever the mixes'
+# echo times (180-480 ms), also with a pull to the echoes added to it (weight 1; 10 in a test).  Where the training mixes have an echo
+# (dmst.fit.echo_time_ms), the time is learned from it alone: this weight x its squared [0, 1] distance, the
+# render's gradient on it cut (as dmst fit holds it).
+ECHO_WEIGHT = 1.0
+ECHO = "delay.time_ms"
 # In the memory plan (every console stage recomputed), the console and the loss's spectra take a step's batch this
 # many items at a time: the same loss and gradients, a lower peak (20 stereo 3.5-minute pairs, 16 steps of 8 x 5 s:
 # 3277 MB whole batch, 2499 MB in twos, in 145 against 147 s; one at a time 2287 MB but 186 s; README).
@@ -177,7 +185,7 @@ class ValidationCrops:
 
 
 def predict_and_render(encoder, raw, context, sample_rate=SAMPLE_RATE, channels=None, checkpoint=True, off=(),
-                       chunk=None):
+                       chunk=None, with_settings=False, detached=()):
     """The whole differentiable path: staged raw -> encoder -> settings -> console -> mix (in ``channels``).
 
     The encoder hears the mean of the channels at 44.1 kHz, as ``DmstModel.predict`` does.
@@ -187,14 +195,43 @@ def predict_and_render(encoder, raw, context, sample_rate=SAMPLE_RATE, channels=
     ``checkpoint``: the console stages recomputed in the backward pass instead of kept (True:
     every stage; see :func:`dmst.console.render` and :func:`recompute_stages`), ``chunk`` items at a time.
     ``off``: keys predicted as exactly their defaults (what a :class:`DmstModel` pins: untrained rows,
-    switched-off effects).
+    switched-off effects).  ``with_settings``: also return the (batch, P) normalised settings predicted.
+    ``detached``: keys the render's gradient does not reach (what is learned from another term).
     """
     staging, offset = context
     heard = resample(raw.mean(1), sample_rate, SAMPLE_RATE)
-    params = schema.denormalize(pin_defaults(encoder(heard * 10 ** (staging[:, None] / 20)), off))
+    u = pin_defaults(encoder(heard * 10 ** (staging[:, None] / 20)), off)
     layout = 2 if channels == 2 and raw.shape[1] == 1 else None
-    return render(raw, sample_rate, params, staging_db=staging, excerpt_offset_lu=offset, output_channels=layout,
-                  checkpoint=checkpoint, chunk=chunk)
+    rendered_u = u
+    if detached:
+        mask = torch.tensor([k in detached for k in schema.KEYS], device=u.device)
+        rendered_u = torch.where(mask, u.detach(), u)
+    out = render(raw, sample_rate, schema.denormalize(rendered_u), staging_db=staging, excerpt_offset_lu=offset,
+                 output_channels=layout, checkpoint=checkpoint, chunk=chunk)
+    return (out, u) if with_settings else out
+
+
+def echo_times(pairs, sample_rate) -> dict[str, float]:
+    """{pair name: the time of its mix's strongest echo of its raw, ms} for the pairs whose mix has one
+    (:func:`dmst.fit.echo_time_ms`, on the first minute of the aligned pair, read from the cache)."""
+    found = {}
+    for p in pairs:
+        raw, mixed = p.window(0, min(p.num_samples, int(ECHO_SEARCH_SECONDS * sample_rate)))
+        t = echo_time_ms(raw, mixed, sample_rate)
+        if t is not None:
+            found[p.name] = round(t, 2)
+    return found
+
+
+def echo_time_loss(u: torch.Tensor, batch, echoes: dict[str, float]) -> torch.Tensor:
+    """Mean squared distance, in the setting's [0, 1] units (log-scaled ms), of the predicted delay time from the
+    mixes' echo times, over the batch items whose mix has one (0 when none has)."""
+    i = schema.KEYS.index(ECHO)
+    has = [k for k, p in enumerate(batch) if p.name in echoes]
+    if not has:
+        return u.new_zeros(())
+    target = schema.BY_KEY[ECHO].normalize(torch.tensor([echoes[batch[k].name] for k in has], dtype=torch.float64))
+    return (u[has, i] - target.to(u)).pow(2).mean()
 
 
 def recompute_stages(args, batch_channels: int, channels: int, crop: int) -> dict:
@@ -444,6 +481,11 @@ def main(argv=None):
         hold_limiter(encoder, encoder.fixed.get(LIMITER, float(schema.BY_KEY[LIMITER].denormalize(u))))
     slope_meta = {"limiter_start_dbtp": limiter_start, "high_pass_slope_db": encoder.fixed[SLOPE], **({"high_pass_slope_auto": slope_choice} if slope_choice else {})}
     tails = [p.tail_s for p in usable]
+    echoes = echo_times(train_pairs, rate) if ECHO_WEIGHT else {}
+    if ECHO_WEIGHT:
+        print(f"delay: an echo in {len(echoes)} of {len(train_pairs)} training mixes"
+              + (f" ({min(echoes.values()):.0f}-{max(echoes.values()):.0f} ms): the delay time is learned from them"
+                 if echoes else "; the delay time is learned from the audio"))
     if not recompute["stages"]:
         # The speed plan (the step fits the budget): a step's full-length tensors are reused instead of faulted
         # in fresh each step (200 mono 5 s crops: 65 -> 55 s an epoch, idle).  Not in the memory plan: kept
@@ -457,7 +499,8 @@ def main(argv=None):
     data_summary = {"pairs_usable": len(usable), "pairs_skipped": len(report.skipped), "train_pairs": len(train_pairs),
                     "val_pairs": len(val_names), "val_crops_per_pair": val_per_pair, "songs": len({song(p.name) for p in usable}), "sample_rate": rate,
                     "output_channels": channels, "longest_tail_s": round(max(tails), 2), "crop_seconds": args.crop_seconds,
-                    "train_names": train_names, "val_names": val_names, "console_recompute": recompute}
+                    "train_names": train_names, "val_names": val_names, "console_recompute": recompute,
+                    "echo_times_ms": echoes}
 
     def elapsed() -> float:
         return elapsed_before + time.monotonic() - started
@@ -496,8 +539,10 @@ def main(argv=None):
             raw, mix, context = batch_of_crops(batch, crop, gen, device, channels, rate)
             for group, base_lr in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = base_lr * lr_factor(progress(epoch, step))
-            loss = loss_fn(predict_and_render(encoder, raw, context, rate, channels, recompute["stages"],
-                                              chunk=recompute["chunk_items"]), mix)
+            rendered, u = predict_and_render(encoder, raw, context, rate, channels, recompute["stages"],
+                                             chunk=recompute["chunk_items"], with_settings=True,
+                                             detached=(ECHO,) if echoes else ())
+            loss = loss_fn(rendered, mix) + ECHO_WEIGHT * echo_time_loss(u, batch, echoes)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)

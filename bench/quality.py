@@ -558,6 +558,14 @@ def main(argv=None):
                   "fine-tuned, last weights": work / "finetuned_lastw" / "model.pt",
                   "fine-tuned, last weights, seed 1": work / "finetuned_lastw_seed1" / "model.pt",
                   "fine-tuned, last weights, seed 2": work / "finetuned_lastw_seed2" / "model.pt",
+                  # kept if present: issue 11's fine-tune with the weights averaged, capped at 70 epochs instead of 41
+                  "fine-tuned, 70 epochs": work / "finetuned_70" / "model.pt",
+                  "fine-tuned, 70 epochs, seed 1": work / "finetuned_70_seed1" / "model.pt",
+                  # kept if present: the fine-tune with the delay time learned from the mixes' echoes alone
+                  # (train.ECHO_WEIGHT 1, the render's gradient on it cut; before, it was learned from the audio)
+                  "fine-tuned, delay time from the echoes": work / "finetuned_echo" / "model.pt",
+                  # kept if present: the ablation, train.py as now but keeping the last weights (4 crops a pair), seed 1
+                  "fine-tuned, last weights, 4 validation crops a pair, seed 1": work / "finetuned_valcrops_seed1" / "model.pt",
                   # kept if present: the fine-tune with the unused sung takes added to the training pairs (--stage train_sung)
                   "fine-tuned with sung takes added": work / "finetuned_sung" / "model.pt",
                   # kept if present: the fine-tune on more training pairs (--stage train_more --more-train N)
