@@ -64,9 +64,9 @@ ENVELOPE_WEIGHT = 0.0  # the band-envelope term (dmst.losses.BandEnvelopeLoss, d
 LIMITER = LIMITER_CEILING  # held by the encoder (hold_limiter), not learned
 # The delay's time is not learned from the audio: its gradient is large and points anywhere (every time between two
 # echoes is another comb), and it took the space benchmark's fine-tunes to a 70-250 ms slapback whatever the mixes'
-# echo times (180-480 ms), also with a pull to the echoes added to it (weight 1; 10 in a test).  Where the training mixes have an echo
-# (dmst.fit.echo_time_ms), the time is learned from it alone: this weight x its squared [0, 1] distance, the
-# render's gradient on it cut (as dmst fit holds it).
+# echo times (180-480 ms), also with a pull to the echoes added to it (weight 1; 10 in a test).  Where the training
+# mixes have an echo (dmst.fit.echo_time_ms), the time is learned from it alone: this weight x its squared [0, 1]
+# distance, the render's gradient on it cut (as dmst fit holds it).
 ECHO_WEIGHT = 1.0
 ECHO = "delay.time_ms"
 # In the memory plan (every console stage recomputed), the console and the loss's spectra take a step's batch this
@@ -481,7 +481,10 @@ def main(argv=None):
         hold_limiter(encoder, encoder.fixed.get(LIMITER, float(schema.BY_KEY[LIMITER].denormalize(u))))
     slope_meta = {"limiter_start_dbtp": limiter_start, "high_pass_slope_db": encoder.fixed[SLOPE], **({"high_pass_slope_auto": slope_choice} if slope_choice else {})}
     tails = [p.tail_s for p in usable]
-    echoes = echo_times(train_pairs, rate) if ECHO_WEIGHT else {}
+    # measured once (0.15 s a pair, on the first minute): a resumed run takes the run's own
+    echoes = resume.get("echo_times_ms") if resume is not None else None
+    if echoes is None:
+        echoes = echo_times(train_pairs, rate) if ECHO_WEIGHT else {}
     if ECHO_WEIGHT:
         print(f"delay: an echo in {len(echoes)} of {len(train_pairs)} training mixes"
               + (f" ({min(echoes.values()):.0f}-{max(echoes.values()):.0f} ms): the delay time is learned from them"
@@ -578,7 +581,7 @@ def main(argv=None):
                      "plateau_best": plateau_best, "waited": waited, "baselines": baselines, "elapsed_s": elapsed(),
                      "args": {k: getattr(args, k) for k in RUN_ARGS}, "data_fingerprint": fingerprint,
                      "finished": stop_reason is not None, "stop_reason": stop_reason or "", "high_pass_slope": slope_choice,
-                     "limiter_start_dbtp": limiter_start},
+                     "limiter_start_dbtp": limiter_start, "echo_times_ms": echoes},
                     out / "last.pt")
         write_metrics(out, history, baselines, data_summary)
         print(f"epoch {epoch}: train {history[-1]['train_loss']:.4f}  val {val['loss']:.4f}  "

@@ -102,7 +102,8 @@ def echo_time_ms(raw: torch.Tensor, mixed: torch.Tensor, sample_rate: int, lo_ms
     n_fft = fast_length(n + hi + half)
     spec_x, spec_y = torch.fft.rfft(x, n_fft), torch.fft.rfft(y, n_fft)
     power = spec_x.abs().pow(2)
-    h = torch.fft.irfft(spec_y * spec_x.conj() / (power + 1e-3 * power.mean()), n_fft)[: hi + half + 1].abs()
+    regularised = power + 1e-3 * power.mean()
+    h = torch.fft.irfft(spec_y * spec_x.conj() / regularised, n_fft)[: hi + half + 1].abs()
     # An echo is a sharp peak; the regularisation and the dry chain leave a smooth ringing after 0 ms, a reverb
     # a noise-like tail.  So a peak counts where it stands ECHO_PEAK_RATIO x above h's mean over the
     # ECHO_BACKGROUND_MS around it, and the tallest such peak in the delay's range is the echo.
@@ -111,7 +112,7 @@ def echo_time_ms(raw: torch.Tensor, mixed: torch.Tensor, sample_rate: int, lo_ms
     # A take's own structure makes peaks too: a recording deconvolved with itself showed one at exactly 50 and
     # 100 ms, taller than a -18 dB echo at 330 ms.  They are in the raw's response to itself, P / (P + eps), as
     # in every mix of it: a lag near one of its standing peaks is not an echo.
-    own = torch.fft.irfft(power / (power + 1e-3 * power.mean()), n_fft)[: hi + half + 1].abs()
+    own = torch.fft.irfft(power / regularised, n_fft)[: hi + half + 1].abs()
     near = int(ECHO_OWN_EXCLUDE_MS * sample_rate / 1000)
     own_peaks = _standing_peaks(own, lo, hi, half).double()[None, None]
     standing &= torch.nn.functional.max_pool1d(own_peaks, 2 * near + 1, stride=1, padding=near)[0, 0] == 0
