@@ -292,6 +292,18 @@ def test_training_stops_on_a_plateau_and_records_why(tmp_path):
     assert len(json.loads((run / "metrics.json").read_text())["epochs"]) == 2
 
 
+def test_plateau_patience_counts_only_from_halfway_through_the_schedule(tmp_path):
+    folder = dual_mono_catalogue(tmp_path / "data")
+    run = tmp_path / "run"
+    # lr 0 again, now over an 8-epoch schedule: epochs 2 and 3 end before halfway (2/8, 3/8 of it) and do not count,
+    # so the first epoch without a decrease that counts is epoch 4 (4/8), and --patience 1 stops the run there.
+    assert train.main(["--data", str(folder), "--out", str(run), "--global", "--lr", "0", "--patience", "1",
+                       "--epochs", "8", *FAST]) == 0
+    last = torch.load(run / "last.pt", weights_only=True)
+    assert last["epoch"] == 4 and last["finished"] and "plateau" in last["stop_reason"]
+    assert train.PLATEAU_FROM_PROGRESS == 0.5
+
+
 def test_validation_split_is_by_song(tmp_path):
     folder = tmp_path / "data"
     src = dual_mono_catalogue(tmp_path / "src")
