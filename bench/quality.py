@@ -380,7 +380,7 @@ def swap_analysis(songs, truth):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--stage", default="all", choices=["all", "mix", "train", "train_more", "train_sung", "global", "global_hi", "search", "ceiling", "eval", "diagnose",
+    p.add_argument("--stage", default="all", choices=["all", "mix", "train", "train_more", "train_sung", "global", "global_sung", "global_hi", "search", "ceiling", "eval", "diagnose",
                                                   "report"])
     p.add_argument("--voices", default=str(ROOT.parent / "shared" / "data" / "voices"))
     p.add_argument("--space", action="store_true", help="issue 12's engineer: the chain also de-esses and adds a "
@@ -438,13 +438,15 @@ def main(argv=None):
         t = time.monotonic()
         train.main(common + ["--out", str(work / "finetuned"), *cap(args.epochs), "--time-budget", str(args.minutes), "--lr", "1e-3"])
         (work / "finetuned" / "wall_s.txt").write_text(f"{time.monotonic() - t:.0f}\n")
-    def train_with_extra(extra, tag):
-        """The fine-tune on the training pairs plus ``extra`` voices mixed by the same engineer: the first ones
-        linked, the new ones mixed into their own folder (train_extra / train_more for "more", ..._sung for "sung")."""
+    def train_with_extra(extra, tag, global_only=False):
+        """The fine-tune (or ``global_only``: --global) on the training pairs plus ``extra`` voices mixed by the same
+        engineer: the first ones linked, the new ones mixed into their own folder (train_extra / train_more for
+        "more", ..._sung for "sung")."""
         import train
 
         suffix = "" if tag == "more" else f"_{tag}"
-        mixed_dir, data_dir, out = work / f"train_extra{suffix}", work / f"train_{tag}", work / f"finetuned_{tag}"
+        mixed_dir, data_dir = work / f"train_extra{suffix}", work / f"train_{tag}"
+        out = work / (f"global_{tag}" if global_only else f"finetuned_{tag}")
         if not (mixed_dir / "truth.json").exists():
             mixed_dir.mkdir(parents=True, exist_ok=True)
             (mixed_dir / "truth.json").write_text(json.dumps(write_pairs(extra, mixed_dir, space=args.space), indent=1))
@@ -456,8 +458,9 @@ def main(argv=None):
                     if not link.exists():
                         link.symlink_to(f.resolve())
         t = time.monotonic()
-        train.main([c if c != str(work / "train") else str(data_dir) for c in common]
-                   + ["--out", str(out), *cap(args.epochs), "--time-budget", str(args.minutes), "--lr", "1e-3"])
+        run = (["--global", *cap(args.global_epochs), "--time-budget", str(args.global_minutes), "--lr", "3e-3"]
+               if global_only else [*cap(args.epochs), "--time-budget", str(args.minutes), "--lr", "1e-3"])
+        train.main([c if c != str(work / "train") else str(data_dir) for c in common] + ["--out", str(out), *run])
         (out / "wall_s.txt").write_text(f"{time.monotonic() - t:.0f}\n")
 
     if "train_more" in stages and args.more_train and not (work / "finetuned_more" / "model.pt").exists():
@@ -465,6 +468,8 @@ def main(argv=None):
     if "train_sung" in stages and not (work / "finetuned_sung" / "model.pt").exists():
         # the training set is speech; the test set has sung takes: the sung takes the test does not use, added
         train_with_extra(more_sung_files(Path(args.voices), args.n_sung), "sung")
+    if "global_sung" in stages and not (work / "global_sung" / "model.pt").exists():  # --global on the same pairs
+        train_with_extra(more_sung_files(Path(args.voices), args.n_sung), "sung", global_only=True)
     if "global" in stages and not (work / "global" / "model.pt").exists():
         import train
 
@@ -561,6 +566,18 @@ def main(argv=None):
                   # kept if present: issue 11's fine-tune with the weights averaged, capped at 70 epochs instead of 41
                   "fine-tuned, 70 epochs": work / "finetuned_70" / "model.pt",
                   "fine-tuned, 70 epochs, seed 1": work / "finetuned_70_seed1" / "model.pt",
+                  # kept if present: the same 70 epochs with the plateau's patience counted from halfway through the
+                  # schedule (train.PLATEAU_FROM_PROGRESS), three seeds
+                  P70: work / "finetuned_p70" / "model.pt",
+                  f"{P70}, seed 1": work / "finetuned_p70_seed1" / "model.pt",
+                  f"{P70}, seed 2": work / "finetuned_p70_seed2" / "model.pt",
+                  # kept if present: the unused sung takes added to the training pairs, for --global and for the
+                  # fine-tune with 70 epochs (--stage global_sung; --stage train_sung --epochs 70)
+                  "global setting with sung takes added": work / "global_sung" / "model.pt",
+                  "fine-tuned with sung takes added, 70 epochs": work / "finetuned_sung70" / "model.pt",
+                  # kept if present: the space fine-tune with the sibilance term (train.SIBILANCE_WEIGHT 1), the weights
+                  # averaged and the delay time from the echoes (the earlier sibilance-term row kept the last weights)
+                  "fine-tuned, sibilance term, weights averaged": work / "finetuned_sibavg" / "model.pt",
                   # kept if present: the fine-tune with the delay time learned from the mixes' echoes alone
                   # (train.ECHO_WEIGHT 1, the render's gradient on it cut; before, it was learned from the audio)
                   "fine-tuned, delay time from the echoes": work / "finetuned_echo" / "model.pt",
@@ -668,7 +685,9 @@ def main(argv=None):
 
 
 SEEDS_MEAN = "fine-tuned, mean of seeds 0-2"
+P70 = "fine-tuned, 70 epochs, patience from halfway"
 SEED_MEANS = {SEEDS_MEAN: ("fine-tuned", "fine-tuned, seed 1", "fine-tuned, seed 2"),
+              f"{P70}, mean of seeds 0-2": (P70, f"{P70}, seed 1", f"{P70}, seed 2"),
               "fine-tuned, last weights, mean of seeds 0-2": ("fine-tuned, last weights", "fine-tuned, last weights, seed 1",
                                                               "fine-tuned, last weights, seed 2")}
 
@@ -701,12 +720,14 @@ def report(work: Path, truth, test, args):
         all_ = summary["all"]
         ceilings = [c for c in ("per-song ceiling (dmst fit)", CEILING_MID, CEILING_START) if c in all_]
         gaps = {}
-        for metric in ("mrstft", "mrstft_mid"):
-            for gl in ("global setting", "global setting, lr 1e-2"):
-                for ce in ceilings:
-                    if gl in all_ and metric in all_[gl]:
-                        gaps[f"{metric}: {gl} -> {ce}"] = (all_[gl][metric] - all_["fine-tuned"][metric]) / (
-                            all_[gl][metric] - all_[ce][metric])
+        means = [m for m in SEED_MEANS if m in all_]
+        for who in ("fine-tuned", *means):
+            for metric in ("mrstft", "mrstft_mid"):
+                for gl in ("global setting", "global setting, lr 1e-2"):
+                    for ce in ceilings:
+                        if gl in all_ and metric in all_[gl]:
+                            gaps[f"{'' if who == 'fine-tuned' else who + ', '}{metric}: {gl} -> {ce}"] = (
+                                all_[gl][metric] - all_[who][metric]) / (all_[gl][metric] - all_[ce][metric])
         result["gap_closed"] = gaps
         for k, v in gaps.items():
             print(f"gap closed {k}: {v:.0%}")
@@ -715,7 +736,8 @@ def report(work: Path, truth, test, args):
         beats = lambda who: {m: {b: "tie" if abs(all_[who][m] - all_[b][m]) < 1e-9 else bool(all_[who][m] < all_[b][m])  # noqa: E731
                                  for b in rivals} for m in all_keys if np.isfinite(all_[who][m])}
         result.update(summary=summary, fine_tuned_beats=beats("fine-tuned"),
-                      **({"mean_of_seeds_beats": beats(SEEDS_MEAN)} if SEEDS_MEAN in all_ else {}))
+                      **({"mean_of_seeds_beats": beats(SEEDS_MEAN)} if SEEDS_MEAN in all_ else {}),
+                      seed_means_beat={m: beats(m) for m in means})
         for cols in (keys, [k for k in all_keys if k not in keys]):
             if not cols:
                 continue
@@ -728,8 +750,8 @@ def report(work: Path, truth, test, args):
             if subset in summary:
                 print(f"\n{subset}: " + ", ".join(f"{n} {s['mrstft']:.3f}" for n, s in summary[subset].items()))
         print(f"\nfine-tuned beats: {json.dumps(result['fine_tuned_beats'])}")
-        if "mean_of_seeds_beats" in result:
-            print(f"\n{SEEDS_MEAN} beats: {json.dumps(result['mean_of_seeds_beats'])}")
+        for m, b in result["seed_means_beat"].items():
+            print(f"\n{m} beats: {json.dumps(b)}")
     if (work / "single_setting.json").exists():
         result["single_setting"] = json.loads((work / "single_setting.json").read_text())
     if (work / "diagnose.json").exists():
