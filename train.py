@@ -74,10 +74,6 @@ ECHO = "delay.time_ms"
 # 3277 MB whole batch, 2499 MB in twos, in 145 against 147 s; one at a time 2287 MB but 186 s; README).
 RECOMPUTE_CHUNK = 2
 DEFAULT_LR_FACTOR = 3.0  # the learned default's learning rate, in [0, 1] units a step, over the network's
-# The rhythm features' linear map (Encoder.rhythm) learns at this many times the network's rate: a delay timed to
-# the syllables moves its logit by about 0.8 an octave, and Adam moves a weight by about its rate a step, so at
-# the network's 1e-3 a 120-step fine-tune could not get there.
-RHYTHM_LR_FACTOR = 10.0
 PEAK_PAIRS, PEAK_QUANTILE = 64, 0.95  # the limiter's start: this quantile of the true peaks of up to this many mixes
 # The weights validated and saved are an average of the recent steps' (dmst.encoder.optim.WeightAverage): an
 # iterate weighs half after this many epochs.  The last weights alone swing the validation loss by 0.1-0.2 an epoch.
@@ -245,10 +241,10 @@ def echo_time_loss(u: torch.Tensor, batch, echoes: dict[str, float]) -> torch.Te
 
 def resume_from_before_rhythm(resume: dict) -> None:
     """A run's last.pt from before the encoder heard rhythm (``rhythm.weight``): the model migrates itself to zero
-    weights; the optimizer gains the rhythm group (the network's settings, a fresh Adam state) and the weight
-    average gains the weight at zero.  The run then resumes where it stopped."""
-    groups = resume["optimizer"]["param_groups"]
-    groups.append({**groups[1], "params": [1 + max(i for g in groups for i in g["params"])]})
+    weights; the optimizer's network group gains the new weight (last, as the encoder registers it) with a fresh
+    Adam state, and the weight average gains it at zero.  The run then resumes where it stopped."""
+    group = resume["optimizer"]["param_groups"][1]
+    group["params"].append(1 + max(i for g in resume["optimizer"]["param_groups"] for i in g["params"]))
     if "average" in resume:
         resume["average"]["average"][RHYTHM] = torch.zeros(schema.NUM_PARAMS, N_RHYTHM_FEATURES)
 
@@ -448,13 +444,12 @@ def main(argv=None):
     encoder.to(device).train()
     # The learned default moves faster than the network: it carries the style's average.  DEFAULT_LR_FACTOR x lr
     # in [0, 1] units a step is about the old 10 x lr in logits at mid-range (a logit step d is d / 4 in u there).
-    base_lrs = [args.lr * DEFAULT_LR_FACTOR, args.lr, args.lr * RHYTHM_LR_FACTOR]
+    base_lrs = [args.lr * DEFAULT_LR_FACTOR, args.lr]
     # It is stepped in the normalised [0, 1] space: a setting the start model holds at the edge of its range
     # moves as fast as one in the middle (dmst.encoder.optim).
     optimizer = UnitSpaceAdamW(
         [{"params": [encoder.default_logits], "lr": base_lrs[0], "weight_decay": 0.0, "unit_space": True},
-         {"params": [p for n, p in encoder.named_parameters() if n not in ("default_logits", RHYTHM)], "lr": base_lrs[1]},
-         {"params": [encoder.rhythm.weight], "lr": base_lrs[2]}],
+         {"params": [p for n, p in encoder.named_parameters() if n != "default_logits"], "lr": base_lrs[1]}],
         weight_decay=1e-4,
     )
     # The console stages a step recomputes: from the largest batch's shape (stereo raws in any pair: the worst case).
