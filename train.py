@@ -38,8 +38,8 @@ from dmst.console import activation_bytes, recompute_plan, render
 from dmst.data import (DataError, check_dir, crop_start, excerpt_loudness_offset_lu, random_crop, resample, song_of,
                        split_by_song, to_layout)
 from dmst.encoder import DmstModel, Encoder, ModelError, model_from_checkpoint, read_checkpoint
-from dmst.encoder.features import N_RHYTHM_FEATURES, SAMPLE_RATE
-from dmst.encoder.model import RHYTHM, atomic_save, resolve_model_path
+from dmst.encoder.features import SAMPLE_RATE
+from dmst.encoder.model import atomic_save, resolve_model_path
 from dmst.encoder.network import LIMITER_CEILING
 from dmst.encoder.optim import UnitSpaceAdamW, WeightAverage
 from dmst.fit import ECHO_SEARCH_SECONDS, echo_time_ms
@@ -239,16 +239,6 @@ def echo_time_loss(u: torch.Tensor, batch, echoes: dict[str, float]) -> torch.Te
     return (u[has, i] - target.to(u)).pow(2).mean()
 
 
-def resume_from_before_rhythm(resume: dict) -> None:
-    """A run's last.pt from before the encoder heard rhythm (``rhythm.weight``): the model migrates itself to zero
-    weights; the optimizer's network group gains the new weight (last, as the encoder registers it) with a fresh
-    Adam state, and the weight average gains it at zero.  The run then resumes where it stopped."""
-    group = resume["optimizer"]["param_groups"][1]
-    group["params"].append(1 + max(i for g in resume["optimizer"]["param_groups"] for i in g["params"]))
-    if "average" in resume:
-        resume["average"]["average"][RHYTHM] = torch.zeros(schema.NUM_PARAMS, N_RHYTHM_FEATURES)
-
-
 def recompute_stages(args, batch_channels: int, channels: int, crop: int) -> dict:
     """Which console stages a training step recomputes in its backward pass, and why (recorded in the run).
 
@@ -423,8 +413,6 @@ def main(argv=None):
     # ---- model: fresh, fine-tuned from --init, or resumed ------------------------
     start_pinned = ()  # what the start model predicts as exactly its defaults: its baseline is rendered so
     if resume is not None:
-        if RHYTHM not in resume["model"]["state_dict"]:
-            resume_from_before_rhythm(resume)
         encoder = model_from_checkpoint(resume["model"]).encoder
     elif args.init is not None:
         try:

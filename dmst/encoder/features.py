@@ -1,10 +1,9 @@
-"""What the encoder hears: a log-mel spectrogram of the gain-staged vocal, level statistics and its rhythm.
+"""What the encoder hears: a log-mel spectrogram of the gain-staged vocal plus level statistics.
 
 The console stages every input to the same loudness before its effects, so the
 encoder sees the same staged signal: absolute dB values in the spectrogram are then
 meaningful, and the level statistics (peak, RMS, crest factor, spread of the short-term
-level) tell it where a compressor threshold will bite; the rhythm features (the envelope's
-modulation rate) tell it how fast the words or notes come, which times a delay.
+level) tell it where a compressor threshold will bite.
 """
 from __future__ import annotations
 
@@ -17,12 +16,8 @@ SEGMENT_SECONDS = 5.0
 MAX_SEGMENTS = 12  # at most 60 s of a long file are analysed
 N_MELS = 64
 N_LEVEL_FEATURES = 6
-N_RHYTHM_FEATURES = 3
 _ENVELOPE_SECONDS = 0.05
 _ACTIVE_DB = -60.0
-_RHYTHM_HOP_SECONDS = 0.01
-_RHYTHM_BAND_HZ = (1.0, 10.0)  # syllables and notes: 1-10 a second
-_RHYTHM_REFERENCE_HZ = 2.5  # the features are octaves from this rate (0 for a typical talker)
 
 
 class LogMel(torch.nn.Module):
@@ -57,35 +52,6 @@ def level_features(x: torch.Tensor) -> torch.Tensor:
     pct = torch.where(torch.isnan(pct), rms_db[:, None].expand_as(pct), pct)
     feats = torch.stack([peak_db, rms_db, peak_db - rms_db, pct[:, 0], pct[:, 1], pct[:, 2]], dim=-1)
     return feats / 20.0
-
-
-def rhythm_features(x: torch.Tensor) -> torch.Tensor:
-    """(batch, samples) staged mono -> (batch, 3): how fast the vocal moves, from its amplitude envelope's
-    modulation spectrum (the 10 ms RMS envelope, mean removed, Hann-windowed, in 1-10 Hz).
-
-    [0]: the spectrum's centroid and [1]: its peak, each in octaves from 2.5 Hz; [2]: the band's share of the
-    envelope's variance, in dB / 20.  Syllable and note rates live in 1-10 Hz (Ding et al., "Temporal modulations
-    in speech and music", Neurosci. Biobehav. Rev. 2017: speech peaks near 5 Hz, music near 2 Hz).  The CNN's
-    pooling over time cannot hear them; an engineer times a delay (and sizes a room) by them.
-    """
-    hop = int(_RHYTHM_HOP_SECONDS * SAMPLE_RATE)
-    frames = x.shape[-1] // hop
-    if frames < 8:
-        return x.new_zeros(x.shape[0], N_RHYTHM_FEATURES)
-    env = x[:, : frames * hop].reshape(x.shape[0], frames, hop).pow(2).mean(-1).clamp_min(1e-12).sqrt()
-    env = (env - env.mean(dim=-1, keepdim=True)) * torch.hann_window(frames, periodic=False, dtype=x.dtype, device=x.device)
-    n_fft = max(1024, 1 << (frames - 1).bit_length())  # zero-padded: bins of at most 0.1 Hz
-    power = torch.fft.rfft(env, n=n_fft).abs().pow(2)
-    f = torch.fft.rfftfreq(n_fft, d=_RHYTHM_HOP_SECONDS).to(x.dtype).to(x.device)
-    band = (f >= _RHYTHM_BAND_HZ[0]) & (f <= _RHYTHM_BAND_HZ[1])
-    p, octaves = power[:, band], torch.log2(f[band] / _RHYTHM_REFERENCE_HZ)
-    in_band = p.sum(dim=-1)
-    centroid = (p * octaves).sum(dim=-1) / in_band.clamp_min(1e-30)
-    peak = octaves[p.argmax(dim=-1)]
-    share_db = 10 * torch.log10(in_band.clamp_min(1e-30) / power[:, 1:].sum(dim=-1).clamp_min(1e-30))
-    moving = in_band > 0  # a steady or silent input has no rhythm: all zero
-    feats = torch.stack([centroid, peak, share_db.clamp_min(-40.0) / 20.0], dim=-1)
-    return torch.where(moving[:, None], feats, torch.zeros_like(feats))
 
 
 def choose_segments(x: torch.Tensor) -> torch.Tensor:

@@ -24,10 +24,8 @@ from .. import schema
 from .._torchaudio import resample, versions as _stack_versions
 from ..effects.gain import staging_gain_db
 from ..switches import pin_defaults
-from .features import N_RHYTHM_FEATURES, SAMPLE_RATE, choose_segments
+from .features import SAMPLE_RATE, choose_segments
 from .network import LIMITER_CEILING as LIMITER, Encoder, training_start_logits
-
-RHYTHM = "rhythm.weight"  # the rhythm features' weights (added 2026-12-02; older models migrate to zeros)
 
 FORMAT = "dmst-model"
 FORMAT_VERSION = 1
@@ -106,12 +104,10 @@ def untrained_keys(encoder: Encoder) -> tuple[str, ...]:
     logits = encoder.default_logits.detach().cpu()
     last = encoder.head[-1]
     weight, bias = last.weight.detach().cpu(), last.bias.detach().cpu()
-    rhythm = encoder.rhythm.weight.detach().cpu()
     keys = []
     for key in schema.TRAINING_START:
         i = schema.KEYS.index(key)
-        row_zero = encoder.global_only or (bool((weight[i] == 0).all()) and float(bias[i]) == 0.0
-                                           and bool((rhythm[i] == 0).all()))
+        row_zero = encoder.global_only or (bool((weight[i] == 0).all()) and float(bias[i]) == 0.0)
         if row_zero and float(logits[i]) == float(start[i]):
             keys.append(key)
     return tuple(keys)
@@ -242,14 +238,10 @@ def migrate_checkpoint(ckpt: dict, path="model") -> dict:
                 (p.minimum, p.maximum, p.scale, p.choices):
             raise ModelError(f"{path} was trained with {key} in {row['minimum']:g}..{row['maximum']:g} ({row['scale']}), "
                              f"this dmst has {p.minimum:g}..{p.maximum:g} ({p.scale}); retrain or fine-tune it with this dmst")
-    state = dict(ckpt["state_dict"])
-    if RHYTHM not in state:  # a model from before the rhythm features: it does not hear them, as zero weights
-        head = state.get("head.3.weight")
-        state[RHYTHM] = torch.zeros(len(keys), N_RHYTHM_FEATURES, dtype=head.dtype if head is not None else torch.float32)
-        ckpt = {**ckpt, "state_dict": state}
     if keys == schema.KEYS:
         return ckpt
     old_index = {k: i for i, k in enumerate(keys)}
+    state = dict(ckpt["state_dict"])
     default_logits = training_start_logits()
     rows_from = [old_index.get(k) for k in schema.KEYS]
 
@@ -263,7 +255,6 @@ def migrate_checkpoint(ckpt: dict, path="model") -> dict:
     state[last] = grow(state[last], torch.zeros(schema.NUM_PARAMS, n_hidden))
     state[bias] = grow(state[bias], torch.zeros(schema.NUM_PARAMS))
     state["default_logits"] = grow(state["default_logits"], default_logits)
-    state[RHYTHM] = grow(state[RHYTHM], torch.zeros(schema.NUM_PARAMS, N_RHYTHM_FEATURES))
     filled = [k for k in schema.KEYS if k not in old_index]
     return {**ckpt, "state_dict": state, "schema_version": schema.SCHEMA_VERSION,
             "schema": [asdict(p) for p in schema.SCHEMA],

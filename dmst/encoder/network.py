@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .. import schema
-from .features import N_LEVEL_FEATURES, N_RHYTHM_FEATURES, LogMel, level_features, rhythm_features
+from .features import N_LEVEL_FEATURES, LogMel, level_features
 
 
 # Continuous rows training may hold at a measured value instead of learning them (train.py: the limiter's
@@ -68,10 +68,6 @@ class Encoder(nn.Module):
         self.head = nn.Sequential(nn.LayerNorm(embed), nn.Linear(embed, hidden), nn.GELU(), nn.Linear(hidden, schema.NUM_PARAMS))
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
-        # The rhythm features reach the settings' logits linearly, beside the head: a delay timed to the syllables
-        # is a straight line in octaves.  Zero to start (and in a model from before them: the same predictions).
-        self.rhythm = nn.Linear(N_RHYTHM_FEATURES, schema.NUM_PARAMS, bias=False)
-        nn.init.zeros_(self.rhythm.weight)
         # training_start: the output bias at the training start rather than the defaults (what dmst train
         # starts a fresh model from; its end step switches off what the mixes do not need: dmst.switches).
         if training_start:
@@ -101,18 +97,16 @@ class Encoder(nn.Module):
         return torch.where(self.fixed_mask, self.fixed_u, torch.sigmoid(logits))
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """(batch, samples) -> (batch, embedding): CNN features pooled over time and frequency, levels, and the
-        rhythm features last (:func:`head_from_embedding` splits them off)."""
+        """(batch, samples) -> (batch, embedding): CNN features pooled over time and frequency, plus levels."""
         h = self.cnn(self.features(x))  # (batch, C, mels', frames')
         h = h.mean(dim=2)
         pooled = torch.cat([h.mean(dim=-1), h.amax(dim=-1)], dim=-1)
-        return torch.cat([pooled, level_features(x), rhythm_features(x)], dim=-1)
+        return torch.cat([pooled, level_features(x)], dim=-1)
 
     def head_from_embedding(self, e: torch.Tensor) -> torch.Tensor:
         if self.global_only:
             return self._settings(self.default_logits).expand(e.shape[0], -1)
-        heard, rhythm = e[:, :-N_RHYTHM_FEATURES], e[:, -N_RHYTHM_FEATURES:]
-        return self._settings(self.default_logits + self.head(heard) + self.rhythm(rhythm))
+        return self._settings(self.default_logits + self.head(e))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.global_only:  # one setting for every input: no need to listen
