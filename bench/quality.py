@@ -571,8 +571,9 @@ def main(argv=None):
                   P70: work / "finetuned_p70" / "model.pt",
                   f"{P70}, seed 1": work / "finetuned_p70_seed1" / "model.pt",
                   f"{P70}, seed 2": work / "finetuned_p70_seed2" / "model.pt",
-                  # kept if present: the unused sung takes added to the training pairs, for --global and for the
-                  # fine-tune with 70 epochs (--stage global_sung; --stage train_sung --epochs 70)
+                  # kept if present: the unused sung takes added to the training pairs, for --global (--stage
+                  # global_sung) and for the fine-tune with 70 epochs (--stage train_sung --epochs 70 in another
+                  # --work, its finetuned_sung/ copied here as finetuned_sung70: finetuned_sung is the 41-epoch run)
                   "global setting with sung takes added": work / "global_sung" / "model.pt",
                   "fine-tuned with sung takes added, 70 epochs": work / "finetuned_sung70" / "model.pt",
                   # kept if present: the space fine-tune with the sibilance term (train.SIBILANCE_WEIGHT 1), the weights
@@ -735,9 +736,7 @@ def report(work: Path, truth, test, args):
                   if b in all_]
         beats = lambda who: {m: {b: "tie" if abs(all_[who][m] - all_[b][m]) < 1e-9 else bool(all_[who][m] < all_[b][m])  # noqa: E731
                                  for b in rivals} for m in all_keys if np.isfinite(all_[who][m])}
-        result.update(summary=summary, fine_tuned_beats=beats("fine-tuned"),
-                      **({"mean_of_seeds_beats": beats(SEEDS_MEAN)} if SEEDS_MEAN in all_ else {}),
-                      seed_means_beat={m: beats(m) for m in means})
+        result.update(summary=summary, fine_tuned_beats=beats("fine-tuned"), seed_means_beat={m: beats(m) for m in means})
         for cols in (keys, [k for k in all_keys if k not in keys]):
             if not cols:
                 continue
