@@ -1,9 +1,12 @@
-"""What the encoder hears: a log-mel spectrogram of the gain-staged vocal plus level statistics.
+"""What the encoder hears: a log-mel spectrogram of the gain-staged vocal, level statistics and band shares.
 
 The console stages every input to the same loudness before its effects, so the
 encoder sees the same staged signal: absolute dB values in the spectrogram are then
 meaningful, and the level statistics (peak, RMS, crest factor, spread of the short-term
-level) tell it where a compressor threshold will bite.
+level) tell it where a compressor threshold will bite.  The band shares are the take's
+long-term average spectrum (what an engineer reads off an analyser before reaching for the
+EQ): the CNN's features are averaged over frequency, so without them the head sees the
+tonal balance only through its channels.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ SEGMENT_SECONDS = 5.0
 MAX_SEGMENTS = 12  # at most 60 s of a long file are analysed
 N_MELS = 64
 N_LEVEL_FEATURES = 6
+N_BANDS = 16  # band shares: the 64 mel bands summed 4 by 4
 _ENVELOPE_SECONDS = 0.05
 _ACTIVE_DB = -60.0
 
@@ -52,6 +56,18 @@ def level_features(x: torch.Tensor) -> torch.Tensor:
     pct = torch.where(torch.isnan(pct), rms_db[:, None].expand_as(pct), pct)
     feats = torch.stack([peak_db, rms_db, peak_db - rms_db, pct[:, 0], pct[:, 1], pct[:, 2]], dim=-1)
     return feats / 20.0
+
+
+def band_shares(mel: torch.Tensor) -> torch.Tensor:
+    """(batch, 1, N_MELS, frames) LogMel output -> (batch, N_BANDS): each band's share of the power, dB / 20.
+
+    The long-term average spectrum: the mel power averaged over the frames (so pauses weigh little), summed
+    into N_BANDS bands of 4 mel bands each, each as 10 log10(band / total).  A silent input reads equal shares.
+    """
+    power = 10.0 ** ((mel[:, 0] * 20.0 - 40.0) / 10.0)  # LogMel's scaling undone
+    band = power.mean(dim=-1).reshape(mel.shape[0], N_BANDS, -1).sum(dim=-1)
+    share = band / band.sum(dim=-1, keepdim=True).clamp_min(1e-30)
+    return 10.0 * torch.log10(share.clamp_min(1e-20)) / 20.0
 
 
 def choose_segments(x: torch.Tensor) -> torch.Tensor:

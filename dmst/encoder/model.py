@@ -24,7 +24,7 @@ from .. import schema
 from .._torchaudio import resample, versions as _stack_versions
 from ..effects.gain import staging_gain_db
 from ..switches import pin_defaults
-from .features import SAMPLE_RATE, choose_segments
+from .features import N_BANDS, SAMPLE_RATE, choose_segments
 from .network import LIMITER_CEILING as LIMITER, Encoder, training_start_logits
 
 FORMAT = "dmst-model"
@@ -238,6 +238,12 @@ def migrate_checkpoint(ckpt: dict, path="model") -> dict:
                 (p.minimum, p.maximum, p.scale, p.choices):
             raise ModelError(f"{path} was trained with {key} in {row['minimum']:g}..{row['maximum']:g} ({row['scale']}), "
                              f"this dmst has {p.minimum:g}..{p.maximum:g} ({p.scale}); retrain or fine-tune it with this dmst")
+    if "spectrum.weight" not in ckpt["state_dict"]:  # made before the band shares: their map at zero, as it starts
+        state = dict(ckpt["state_dict"])
+        n_hidden = state["head.1.weight"].shape[0]
+        state["spectrum.weight"] = torch.zeros(n_hidden, N_BANDS)
+        state["spectrum.bias"] = torch.zeros(n_hidden)
+        ckpt = {**ckpt, "state_dict": state}
     if keys == schema.KEYS:
         return ckpt
     old_index = {k: i for i, k in enumerate(keys)}

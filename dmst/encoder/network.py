@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .. import schema
-from .features import N_LEVEL_FEATURES, LogMel, level_features
+from .features import N_BANDS, N_LEVEL_FEATURES, LogMel, band_shares, level_features
 
 
 # Continuous rows training may hold at a measured value instead of learning them (train.py: the limiter's
@@ -68,6 +68,11 @@ class Encoder(nn.Module):
         self.head = nn.Sequential(nn.LayerNorm(embed), nn.Linear(embed, hidden), nn.GELU(), nn.Linear(hidden, schema.NUM_PARAMS))
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
+        # The band shares enter the head's hidden layer beside the normalised embedding, through a map started at
+        # zero: a model trained before it existed predicts exactly as before until it is trained again.
+        self.spectrum = nn.Linear(N_BANDS, hidden)
+        nn.init.zeros_(self.spectrum.weight)
+        nn.init.zeros_(self.spectrum.bias)
         # training_start: the output bias at the training start rather than the defaults (what dmst train
         # starts a fresh model from; its end step switches off what the mixes do not need: dmst.switches).
         if training_start:
@@ -97,16 +102,20 @@ class Encoder(nn.Module):
         return torch.where(self.fixed_mask, self.fixed_u, torch.sigmoid(logits))
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """(batch, samples) -> (batch, embedding): CNN features pooled over time and frequency, plus levels."""
-        h = self.cnn(self.features(x))  # (batch, C, mels', frames')
+        """(batch, samples) -> (batch, embedding): CNN features pooled over time and frequency, levels, and
+        (the last N_BANDS columns) the band shares."""
+        mel = self.features(x)
+        h = self.cnn(mel)  # (batch, C, mels', frames')
         h = h.mean(dim=2)
         pooled = torch.cat([h.mean(dim=-1), h.amax(dim=-1)], dim=-1)
-        return torch.cat([pooled, level_features(x)], dim=-1)
+        return torch.cat([pooled, level_features(x), band_shares(mel)], dim=-1)
 
     def head_from_embedding(self, e: torch.Tensor) -> torch.Tensor:
         if self.global_only:
             return self._settings(self.default_logits).expand(e.shape[0], -1)
-        return self._settings(self.default_logits + self.head(e))
+        norm, first, act, last = self.head
+        hidden = first(norm(e[:, :-N_BANDS])) + self.spectrum(e[:, -N_BANDS:])
+        return self._settings(self.default_logits + last(act(hidden)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.global_only:  # one setting for every input: no need to listen
