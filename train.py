@@ -414,6 +414,10 @@ def main(argv=None):
     start_pinned = ()  # what the start model predicts as exactly its defaults: its baseline is rendered so
     if resume is not None:
         encoder = model_from_checkpoint(resume["model"]).encoder
+        if "spectrum.weight" not in resume["model"]["state_dict"]:
+            # A run started before the encoder heard the band shares resumes as it started: their map stays at
+            # zero (out of the optimiser and the average, whose saved states do not know it).
+            encoder.spectrum.requires_grad_(False)
     elif args.init is not None:
         try:
             init_model = model_from_checkpoint(read_checkpoint(resolve_model_path(args.init)))
@@ -437,7 +441,8 @@ def main(argv=None):
     # moves as fast as one in the middle (dmst.encoder.optim).
     optimizer = UnitSpaceAdamW(
         [{"params": [encoder.default_logits], "lr": base_lrs[0], "weight_decay": 0.0, "unit_space": True},
-         {"params": [p for n, p in encoder.named_parameters() if n != "default_logits"], "lr": base_lrs[1]}],
+         {"params": [p for n, p in encoder.named_parameters() if n != "default_logits" and p.requires_grad],
+          "lr": base_lrs[1]}],
         weight_decay=1e-4,
     )
     # The console stages a step recomputes: from the largest batch's shape (stereo raws in any pair: the worst case).

@@ -89,28 +89,32 @@ class WeightAverage:
             raise ValueError(f"half_life_steps must be > 0, got {half_life_steps}")
         self.decay = 0.5 ** (1.0 / half_life_steps)
         self.updates = 0
-        self.average = {n: p.detach().clone() for n, p in module.named_parameters()}
+        # the parameters that train (one frozen, requires_grad False, is not averaged: it does not move)
+        self.average = {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
 
     @torch.no_grad()
     def update(self, module: torch.nn.Module) -> None:
         self.updates += 1
         weight = max(1.0 - self.decay, 1.0 / (self.updates + 1))
         for n, p in module.named_parameters():
-            self.average[n].lerp_(p.detach(), weight)  # a + w (p - a): exactly a where p == a
+            if n in self.average:
+                self.average[n].lerp_(p.detach(), weight)  # a + w (p - a): exactly a where p == a
 
     @contextmanager
     def applied(self, module: torch.nn.Module):
         """The module holds the averaged weights inside the block, its own again after it."""
-        own = {n: p.detach().clone() for n, p in module.named_parameters()}
+        own = {n: p.detach().clone() for n, p in module.named_parameters() if n in self.average}
         with torch.no_grad():
             for n, p in module.named_parameters():
-                p.copy_(self.average[n])
+                if n in self.average:
+                    p.copy_(self.average[n])
         try:
             yield module
         finally:
             with torch.no_grad():
                 for n, p in module.named_parameters():
-                    p.copy_(own[n])
+                    if n in own:
+                        p.copy_(own[n])
 
     def state_dict(self) -> dict:
         return {"decay": self.decay, "updates": self.updates, "average": {n: a.clone() for n, a in self.average.items()}}
