@@ -406,6 +406,8 @@ def main(argv=None):
                    help="--stage ceiling: the order of the test songs (a second process, reverse, shares the work)")
     p.add_argument("--n-diagnose", type=int, default=6, help="test songs for the per-song compressor fits")
     p.add_argument("--n-search", type=int, default=25, help="training songs the single-setting search scores")
+    p.add_argument("--no-ceiling", action="store_true", help="--stage eval without the per-song ceiling's fits "
+                   "(about 3 min a song) where none are cached: its row and the gap closed are left out")
     p.add_argument("--all-ceilings", action="store_true", help="with --space, also the ceiling from dmst fit's own "
                    "start (the sends off there, without a gradient): one more fit per song")
     p.add_argument("--mid-ceiling", action="store_true", help="issue 11's second ceiling (the detector blends "
@@ -571,6 +573,11 @@ def main(argv=None):
                   P70: work / "finetuned_p70" / "model.pt",
                   f"{P70}, seed 1": work / "finetuned_p70_seed1" / "model.pt",
                   f"{P70}, seed 2": work / "finetuned_p70_seed2" / "model.pt",
+                  # kept if present: the same 70 epochs once the encoder heard the take's band shares
+                  # (dmst.encoder.features.band_shares), three seeds
+                  BANDS: work / "finetuned_bands" / "model.pt",
+                  f"{BANDS}, seed 1": work / "finetuned_bands_seed1" / "model.pt",
+                  f"{BANDS}, seed 2": work / "finetuned_bands_seed2" / "model.pt",
                   # kept if present: the unused sung takes added to the training pairs, for --global (--stage
                   # global_sung) and for the fine-tune with 70 epochs (--stage train_sung --epochs 70 in another
                   # --work, its finetuned_sung/ copied here as finetuned_sung70: finetuned_sung is the 41-epoch run)
@@ -632,7 +639,7 @@ def main(argv=None):
                 params["per-song ceiling (dmst fit)"] = ceilings[name]["params"]
             elif not args.space and name in read_ceilings(work):  # superseded (CEILING_FIT_VERSION): fitted again
                 params.pop("per-song ceiling (dmst fit)", None)
-            if (not args.space or args.all_ceilings) and "per-song ceiling (dmst fit)" not in params:
+            if (not args.space or args.all_ceilings) and not args.no_ceiling and "per-song ceiling (dmst fit)" not in params:
                 t = time.monotonic()
                 raw_n = torch.nn.functional.pad(raw, (0, n - raw.shape[-1]))
                 if args.space:
@@ -687,8 +694,10 @@ def main(argv=None):
 
 SEEDS_MEAN = "fine-tuned, mean of seeds 0-2"
 P70 = "fine-tuned, 70 epochs, patience from halfway"
+BANDS = "fine-tuned, 70 epochs, band shares heard"
 SEED_MEANS = {SEEDS_MEAN: ("fine-tuned", "fine-tuned, seed 1", "fine-tuned, seed 2"),
               f"{P70}, mean of seeds 0-2": (P70, f"{P70}, seed 1", f"{P70}, seed 2"),
+              f"{BANDS}, mean of seeds 0-2": (BANDS, f"{BANDS}, seed 1", f"{BANDS}, seed 2"),
               "fine-tuned, last weights, mean of seeds 0-2": ("fine-tuned, last weights", "fine-tuned, last weights, seed 1",
                                                               "fine-tuned, last weights, seed 2")}
 
@@ -722,7 +731,7 @@ def report(work: Path, truth, test, args):
         ceilings = [c for c in ("per-song ceiling (dmst fit)", CEILING_MID, CEILING_START) if c in all_]
         gaps = {}
         means = [m for m in SEED_MEANS if m in all_]
-        for who in ("fine-tuned", *means):
+        for who in [w for w in ("fine-tuned", *means) if w in all_]:
             for metric in ("mrstft", "mrstft_mid"):
                 for gl in ("global setting", "global setting, lr 1e-2"):
                     for ce in ceilings:
@@ -736,7 +745,7 @@ def report(work: Path, truth, test, args):
                   if b in all_]
         beats = lambda who: {m: {b: "tie" if abs(all_[who][m] - all_[b][m]) < 1e-9 else bool(all_[who][m] < all_[b][m])  # noqa: E731
                                  for b in rivals} for m in all_keys if np.isfinite(all_[who][m])}
-        result.update(summary=summary, fine_tuned_beats=beats("fine-tuned"), seed_means_beat={m: beats(m) for m in means})
+        result.update(summary=summary, fine_tuned_beats=beats("fine-tuned") if "fine-tuned" in all_ else {}, seed_means_beat={m: beats(m) for m in means})
         for cols in (keys, [k for k in all_keys if k not in keys]):
             if not cols:
                 continue
