@@ -39,7 +39,7 @@ from dmst.data import (DataError, check_dir, crop_start, excerpt_loudness_offset
                        split_by_song, to_layout)
 from dmst.encoder import DmstModel, Encoder, ModelError, model_from_checkpoint, read_checkpoint
 from dmst.encoder.features import SAMPLE_RATE
-from dmst.encoder.model import atomic_save, resolve_model_path
+from dmst.encoder.model import atomic_save, hears_band_shares, resolve_model_path
 from dmst.encoder.network import LIMITER_CEILING
 from dmst.encoder.optim import UnitSpaceAdamW, WeightAverage
 from dmst.fit import ECHO_SEARCH_SECONDS, echo_time_ms
@@ -414,7 +414,7 @@ def main(argv=None):
     start_pinned = ()  # what the start model predicts as exactly its defaults: its baseline is rendered so
     if resume is not None:
         encoder = model_from_checkpoint(resume["model"]).encoder
-        if "spectrum.weight" not in resume["model"]["state_dict"]:
+        if not hears_band_shares(resume["model"]["state_dict"]):
             # A run started before the encoder heard the band shares resumes as it started: their map stays at
             # zero (out of the optimiser and the average, whose saved states do not know it).
             encoder.spectrum.requires_grad_(False)

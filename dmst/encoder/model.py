@@ -208,6 +208,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     return migrate_checkpoint(ckpt, path)
 
 
+def hears_band_shares(state_dict: dict) -> bool:
+    """Whether a network's weights include the band shares' map (models and runs since the encoder heard them)."""
+    return "spectrum.weight" in state_dict
+
+
 def migrate_checkpoint(ckpt: dict, path="model") -> dict:
     """A checkpoint dict for the current schema: as it is, or migrated from an older readable version.
 
@@ -238,7 +243,7 @@ def migrate_checkpoint(ckpt: dict, path="model") -> dict:
                 (p.minimum, p.maximum, p.scale, p.choices):
             raise ModelError(f"{path} was trained with {key} in {row['minimum']:g}..{row['maximum']:g} ({row['scale']}), "
                              f"this dmst has {p.minimum:g}..{p.maximum:g} ({p.scale}); retrain or fine-tune it with this dmst")
-    if "spectrum.weight" not in ckpt["state_dict"]:  # made before the band shares: their map at zero, as it starts
+    if not hears_band_shares(ckpt["state_dict"]):  # made before the band shares: their map at zero, as it starts
         state = dict(ckpt["state_dict"])
         n_hidden = state["head.1.weight"].shape[0]
         state["spectrum.weight"] = torch.zeros(n_hidden, N_BANDS)
